@@ -1,0 +1,800 @@
+//! Configuration: TOML file + environment overrides → a validated [`Config`], before any work.
+//!
+//! Every error names the key and where it came from (the file, or the environment variable
+//! that set it). The auth token is never a config key: it comes from `IMPACT_AUTH_TOKEN` or
+//! `auth_token_file`, is held in a [`Secret`], and never appears in `config` output or logs.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::model::{Field, Kind, Level};
+
+/// The default config file, looked up in the working directory.
+pub const DEFAULT_PATH: &str = "impact-drop.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// The auth token. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that needs it: the `Authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which impact API the conversions go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    /// `POST /Mediapartners/{SID}/PartnerConversions`
+    Partner,
+    /// `POST /Advertisers/{SID}/Conversions`
+    Brand,
+}
+
+/// Where a mapped API field takes its value from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A CSV column by header name, or a JSON path (`a.b`, `line_items[].sku`).
+    Column(String),
+    /// The same value for every row.
+    Value(String),
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this came from, if any (relative paths inside it are resolved against it).
+    pub file: Option<PathBuf>,
+    pub source: SourceConfig,
+    pub impact: ImpactConfig,
+    /// `[defaults]`: API fields every conversion gets unless the export has them.
+    pub defaults: Vec<(Field, String)>,
+    /// `[mapping]`: API field → column/path/constant, on top of the chosen profile.
+    pub mapping: Vec<(Field, Source)>,
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub drop_dir: PathBuf,
+    /// The input profile (`impact`, `custom`).
+    pub format: String,
+    /// The CSV delimiter; detected from the header line when unset.
+    pub delimiter: Option<u8>,
+    /// Text encoding of the exports; `None` means UTF-8 (with or without a BOM).
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// Time zone for export dates that carry no offset.
+    pub timezone: Option<Tz>,
+    /// Extra `strftime` formats tried for dates, before the built-in ones.
+    pub date_formats: Vec<String>,
+    /// Accept the literal `NOW` as EventDate (off: after a backlog every date would be wrong).
+    pub allow_event_date_now: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImpactConfig {
+    pub endpoint: Endpoint,
+    pub base_url: String,
+    pub account_sid: Option<String>,
+    pub auth_token_file: Option<PathBuf>,
+    /// From `IMPACT_AUTH_TOKEN`, when set.
+    auth_token_env: Option<Secret>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    pub path: PathBuf,
+}
+
+impl ImpactConfig {
+    /// The auth token: `IMPACT_AUTH_TOKEN`, else the content of `auth_token_file` (read now,
+    /// so a corrected file is picked up without a restart).
+    pub fn auth_token(&self) -> Result<Secret, ConfigError> {
+        if let Some(token) = &self.auth_token_env {
+            return Ok(token.clone());
+        }
+        let Some(path) = &self.auth_token_file else {
+            return Err(ConfigError::Missing(
+                "no auth token: set IMPACT_AUTH_TOKEN, or [impact] auth_token_file = \"path\" \
+                 to a file holding the token"
+                    .into(),
+            ));
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.clone(),
+            source: e,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ConfigError::Missing(format!(
+                "the auth token file {} is empty: write the token from impact's \
+                 Settings › API page into it",
+                path.display()
+            )));
+        }
+        Ok(Secret::new(token))
+    }
+
+    /// The account SID, required by every command that talks to impact.
+    pub fn require_account_sid(&self) -> Result<&str, ConfigError> {
+        self.account_sid.as_deref().ok_or_else(|| {
+            ConfigError::Missing(
+                "no account SID: set [impact] account_sid = \"IR…\" or IMPACT_ACCOUNT_SID".into(),
+            )
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    source: RawSource,
+    #[serde(default)]
+    impact: RawImpact,
+    #[serde(default)]
+    defaults: toml::Table,
+    #[serde(default)]
+    mapping: toml::Table,
+    #[serde(default)]
+    ledger: RawLedger,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    drop_dir: Option<PathBuf>,
+    format: Option<String>,
+    delimiter: Option<String>,
+    encoding: Option<String>,
+    timezone: Option<String>,
+    date_format: Option<StringOrList>,
+    allow_event_date_now: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawImpact {
+    endpoint: Option<Endpoint>,
+    base_url: Option<String>,
+    account_sid: Option<String>,
+    auth_token_file: Option<PathBuf>,
+    /// Accepted only to refuse it with a helpful message.
+    auth_token: Option<toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    path: Option<PathBuf>,
+}
+
+/// Environment variables that override single keys, with the key each one sets.
+pub const ENV_OVERRIDES: &[(&str, &str, &str)] = &[
+    ("IMPACT_ACCOUNT_SID", "impact", "account_sid"),
+    ("IMPACT_AUTH_TOKEN_FILE", "impact", "auth_token_file"),
+    ("IMPACT_BASE_URL", "impact", "base_url"),
+    ("IMPACT_ENDPOINT", "impact", "endpoint"),
+    ("IMPACT_DROP_DIR", "source", "drop_dir"),
+    ("IMPACT_DROP_FORMAT", "source", "format"),
+    ("IMPACT_DROP_TIMEZONE", "source", "timezone"),
+    ("IMPACT_DROP_LEDGER", "ledger", "path"),
+];
+
+/// Where configuration comes from: the file (if any) and an environment.
+pub struct Loader<'a> {
+    /// `--config PATH`; when `None`, `./impact-drop.toml` is used if it exists.
+    pub path: Option<&'a Path>,
+    /// Looks up an environment variable (a closure so tests need not touch the process env).
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Loader<'_> {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let (file, text) = match self.path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.to_owned(),
+                    source: e,
+                })?;
+                (Some(p.to_owned()), text)
+            }
+            None => {
+                let p = Path::new(DEFAULT_PATH);
+                match std::fs::read_to_string(p) {
+                    Ok(text) => (Some(p.to_owned()), text),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, String::new()),
+                    Err(e) => {
+                        return Err(ConfigError::Read {
+                            path: p.to_owned(),
+                            source: e,
+                        })
+                    }
+                }
+            }
+        };
+        let origin = file.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.clone(),
+            message,
+        };
+        let mut raw: RawConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        // Environment overrides, each checked on its own so an error names the variable.
+        let mut from_env: Vec<(&'static str, &'static str, &'static str)> = Vec::new();
+        for &(var, section, key) in ENV_OVERRIDES {
+            if let Some(value) = (self.env)(var).filter(|v| !v.is_empty()) {
+                apply_env(&mut raw, var, value).map_err(&invalid)?;
+                from_env.push((var, section, key));
+            }
+        }
+        let base = file
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let token = (self.env)("IMPACT_AUTH_TOKEN")
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
+        build(raw, file, base, token).map_err(|message| {
+            // A semantic error about a key the environment set names the variable too.
+            let via = from_env
+                .iter()
+                .find(|(_, section, key)| message.starts_with(&format!("[{section}] {key}")))
+                .map(|(var, ..)| format!(" (set by the environment variable {var})"))
+                .unwrap_or_default();
+            invalid(format!("{message}{via}"))
+        })
+    }
+}
+
+fn apply_env(raw: &mut RawConfig, var: &str, value: String) -> Result<(), String> {
+    match var {
+        "IMPACT_ACCOUNT_SID" => raw.impact.account_sid = Some(value),
+        "IMPACT_AUTH_TOKEN_FILE" => raw.impact.auth_token_file = Some(value.into()),
+        "IMPACT_BASE_URL" => raw.impact.base_url = Some(value),
+        "IMPACT_ENDPOINT" => {
+            raw.impact.endpoint = Some(match value.trim() {
+                "partner" => Endpoint::Partner,
+                "brand" => Endpoint::Brand,
+                other => return Err(format!(
+                    "the environment variable {var} = \"{other}\" must be \"partner\" or \"brand\""
+                )),
+            })
+        }
+        "IMPACT_DROP_DIR" => raw.source.drop_dir = Some(value.into()),
+        "IMPACT_DROP_FORMAT" => raw.source.format = Some(value),
+        "IMPACT_DROP_TIMEZONE" => raw.source.timezone = Some(value),
+        "IMPACT_DROP_LEDGER" => raw.ledger.path = Some(value.into()),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Loads the config as the binary does: `--config` (or `./impact-drop.toml`) and the process
+/// environment.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    Loader {
+        path,
+        env: &|k| std::env::var(k).ok(),
+    }
+    .load()
+}
+
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() || base.as_os_str().is_empty() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+/// Names of the input profiles this build knows.
+pub const FORMATS: &[&str] = &["impact", "custom"];
+
+fn build(
+    raw: RawConfig,
+    file: Option<PathBuf>,
+    base: PathBuf,
+    token: Option<Secret>,
+) -> Result<Config, String> {
+    let RawConfig {
+        source,
+        impact,
+        defaults,
+        mapping,
+        ledger,
+    } = raw;
+
+    let format = source.format.unwrap_or_else(|| "impact".to_owned());
+    if !FORMATS.contains(&format.as_str()) {
+        return Err(format!(
+            "[source] format = \"{format}\" is not a profile impact-drop knows; use one of: {}",
+            FORMATS.join(", ")
+        ));
+    }
+    let delimiter = match source.delimiter.as_deref() {
+        None | Some("auto") => None,
+        Some(",") => Some(b','),
+        Some(";") => Some(b';'),
+        Some("\t") | Some("tab") | Some("\\t") => Some(b'\t'),
+        Some("|") => Some(b'|'),
+        Some(other) => {
+            return Err(format!(
+                "[source] delimiter = \"{other}\" is not supported; use \",\", \";\", \"tab\", \
+                 \"|\" or \"auto\""
+            ))
+        }
+    };
+    let encoding = match source.encoding.as_deref() {
+        None => None,
+        Some(label) => {
+            let enc =
+                encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+                    format!(
+                        "[source] encoding = \"{label}\" is not an encoding impact-drop knows; \
+                     use \"utf-8\" or \"windows-1252\""
+                    )
+                })?;
+            (enc != encoding_rs::UTF_8).then_some(enc)
+        }
+    };
+    let timezone = match source.timezone.as_deref() {
+        None => None,
+        Some(name) => Some(name.trim().parse::<Tz>().map_err(|_| {
+            format!(
+                "[source] timezone = \"{name}\" is not an IANA time zone; use a name such as \
+                 \"America/New_York\", \"Europe/Berlin\" or \"UTC\""
+            )
+        })?),
+    };
+    let date_formats = match source.date_format {
+        None => Vec::new(),
+        Some(StringOrList::One(f)) => vec![f],
+        Some(StringOrList::Many(v)) => v,
+    };
+    for f in &date_formats {
+        check_date_format(f)?;
+    }
+
+    if impact.auth_token.is_some() {
+        return Err(
+            "[impact] auth_token: the token is never kept in the config file; set the \
+                    IMPACT_AUTH_TOKEN environment variable or [impact] auth_token_file = \"path\""
+                .into(),
+        );
+    }
+    let base_url = impact
+        .base_url
+        .unwrap_or_else(|| "https://api.impact.com".to_owned())
+        .trim_end_matches('/')
+        .to_owned();
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        return Err(format!(
+            "[impact] base_url = \"{base_url}\" must start with https:// (or http:// for a \
+             local sandbox)"
+        ));
+    }
+    let account_sid = impact.account_sid.map(|s| s.trim().to_owned());
+    if let Some(sid) = &account_sid {
+        if sid.is_empty() || !sid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!(
+                "[impact] account_sid = \"{sid}\" is not an account SID (letters and digits, \
+                 usually starting with IR); copy it from impact's Settings › API page"
+            ));
+        }
+    }
+
+    let mut defaults_out = Vec::new();
+    for (key, value) in defaults {
+        let field = Field::lookup(&key)
+            .filter(|f| f.level() == Level::Order)
+            .ok_or_else(|| {
+                format!("[defaults] {key} is not an order-level impact field (see the README's field list)")
+            })?;
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(_) if matches!(field.kind(), Kind::Money | Kind::Decimal) => {
+                return Err(format!(
+                    "[defaults] {key}: write amounts as strings (\"12.50\"), so no digit is lost \
+                     to floating point"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "[defaults] {key} = {other}: expected a string or a whole number"
+                ))
+            }
+        };
+        defaults_out.push((field, text));
+    }
+
+    let mut mapping_out = Vec::new();
+    for (key, value) in mapping {
+        let field = Field::lookup(&key).ok_or_else(|| {
+            format!("[mapping] {key} is not an impact field (see the README's field list)")
+        })?;
+        let source = match value {
+            toml::Value::String(s) => Source::Column(s),
+            toml::Value::Table(t) => {
+                let get = |k: &str| t.get(k).and_then(toml::Value::as_str).map(str::to_owned);
+                let unknown: Vec<_> = t
+                    .keys()
+                    .filter(|k| !matches!(k.as_str(), "column" | "path" | "value"))
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(format!(
+                        "[mapping] {key}: unknown key {unknown:?}; use column = \"…\", \
+                         path = \"…\" or value = \"…\""
+                    ));
+                }
+                match (get("column").or_else(|| get("path")), t.get("value")) {
+                    (Some(c), None) => Source::Column(c),
+                    (None, Some(toml::Value::String(v))) => Source::Value(v.clone()),
+                    (None, Some(toml::Value::Integer(i))) => Source::Value(i.to_string()),
+                    _ => {
+                        return Err(format!(
+                            "[mapping] {key}: give exactly one of column = \"…\", path = \"…\" \
+                             or value = \"…\""
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "[mapping] {key} = {other}: expected a column name (\"Order ID\") or a table \
+                     ({{ value = \"…\" }})"
+                ))
+            }
+        };
+        mapping_out.push((field, source));
+    }
+    if format == "custom" && mapping_out.is_empty() {
+        return Err(
+            "[source] format = \"custom\" needs a [mapping] table: API field = \
+                    \"column\", e.g. OrderId = \"Order Number\""
+                .into(),
+        );
+    }
+
+    Ok(Config {
+        source: SourceConfig {
+            drop_dir: resolve(&base, source.drop_dir.unwrap_or_else(|| "exports".into())),
+            format,
+            delimiter,
+            encoding,
+            timezone,
+            date_formats,
+            allow_event_date_now: source.allow_event_date_now.unwrap_or(false),
+        },
+        impact: ImpactConfig {
+            endpoint: impact.endpoint.unwrap_or(Endpoint::Partner),
+            base_url,
+            account_sid,
+            auth_token_file: impact.auth_token_file.map(|p| resolve(&base, p)),
+            auth_token_env: token,
+        },
+        defaults: defaults_out,
+        mapping: mapping_out,
+        ledger: LedgerConfig {
+            path: resolve(
+                &base,
+                ledger.path.unwrap_or_else(|| "impact-drop.sqlite".into()),
+            ),
+        },
+        file,
+    })
+}
+
+/// Rejects a `strftime` format chrono cannot use, naming it.
+fn check_date_format(f: &str) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    if StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
+        return Err(format!(
+            "[source] date_format = \"{f}\" is not a valid strftime format (e.g. \
+             \"%d/%m/%Y %H:%M\")"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The effective configuration as TOML, for `impact-drop config`. The token is shown only
+    /// as where it comes from.
+    pub fn dump(&self) -> String {
+        use std::fmt::Write;
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# effective configuration ({})",
+            self.file
+                .as_ref()
+                .map_or("no config file".into(), |p| p.display().to_string())
+        );
+        let _ = writeln!(out, "[source]");
+        let _ = writeln!(
+            out,
+            "drop_dir = {}",
+            q(&self.source.drop_dir.to_string_lossy())
+        );
+        let _ = writeln!(out, "format = {}", q(&self.source.format));
+        let delim = match self.source.delimiter {
+            None => "auto".to_owned(),
+            Some(b'\t') => "tab".to_owned(),
+            Some(d) => char::from(d).to_string(),
+        };
+        let _ = writeln!(out, "delimiter = {}", q(&delim));
+        let _ = writeln!(
+            out,
+            "encoding = {}",
+            q(self.source.encoding.map_or("utf-8", |e| e.name()))
+        );
+        if let Some(tz) = self.source.timezone {
+            let _ = writeln!(out, "timezone = {}", q(tz.name()));
+        }
+        if !self.source.date_formats.is_empty() {
+            let list: Vec<_> = self.source.date_formats.iter().map(|f| q(f)).collect();
+            let _ = writeln!(out, "date_format = [{}]", list.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "allow_event_date_now = {}",
+            self.source.allow_event_date_now
+        );
+        let _ = writeln!(out, "\n[impact]");
+        let endpoint = match self.impact.endpoint {
+            Endpoint::Partner => "partner",
+            Endpoint::Brand => "brand",
+        };
+        let _ = writeln!(out, "endpoint = {}", q(endpoint));
+        let _ = writeln!(out, "base_url = {}", q(&self.impact.base_url));
+        if let Some(sid) = &self.impact.account_sid {
+            let _ = writeln!(out, "account_sid = {}", q(sid));
+        }
+        if let Some(p) = &self.impact.auth_token_file {
+            let _ = writeln!(out, "auth_token_file = {}", q(&p.to_string_lossy()));
+        }
+        let token = if self.impact.auth_token_env.is_some() {
+            "set by IMPACT_AUTH_TOKEN (value not shown)"
+        } else if self.impact.auth_token_file.is_some() {
+            "read from auth_token_file (value not shown)"
+        } else {
+            "not set"
+        };
+        let _ = writeln!(out, "# auth token: {token}");
+        let _ = writeln!(out, "\n[defaults]");
+        for (f, v) in &self.defaults {
+            let _ = writeln!(out, "{f} = {}", q(v));
+        }
+        if !self.mapping.is_empty() {
+            let _ = writeln!(out, "\n[mapping]");
+            for (f, s) in &self.mapping {
+                match s {
+                    Source::Column(c) => {
+                        let _ = writeln!(out, "{f} = {}", q(c));
+                    }
+                    Source::Value(v) => {
+                        let _ = writeln!(out, "{f} = {{ value = {} }}", q(v));
+                    }
+                }
+            }
+        }
+        let _ = writeln!(out, "\n[ledger]");
+        let _ = writeln!(out, "path = {}", q(&self.ledger.path.to_string_lossy()));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("impact-drop.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Loader {
+            path: Some(&path),
+            env: &|k| env.get(k).cloned(),
+        }
+        .load()
+    }
+
+    const FULL: &str = r#"
+[source]
+drop_dir = "exports"
+format = "impact"
+
+[impact]
+endpoint = "partner"
+base_url = "https://api.impact.com"
+account_sid = "IRabc123"
+
+[defaults]
+CampaignId = 1000
+ActionTrackerId = 2000
+MediaPartnerId = 3000
+CurrencyCode = "USD"
+
+[ledger]
+path = "impact-drop.sqlite"
+"#;
+
+    #[test]
+    fn the_documented_keys_load() {
+        let c = load_text(FULL, &[]).unwrap();
+        assert_eq!(c.source.format, "impact");
+        assert!(c.source.drop_dir.ends_with("exports"));
+        assert_eq!(c.impact.endpoint, Endpoint::Partner);
+        assert_eq!(c.impact.account_sid.as_deref(), Some("IRabc123"));
+        let d: Vec<_> = c
+            .defaults
+            .iter()
+            .map(|(f, v)| (f.name(), v.as_str()))
+            .collect();
+        assert_eq!(
+            d,
+            vec![
+                ("ActionTrackerId", "2000"),
+                ("CampaignId", "1000"),
+                ("CurrencyCode", "USD"),
+                ("MediaPartnerId", "3000")
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_file() {
+        let err = load_text("[source]\ndrop_dri = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("impact-drop.toml"), "{err}");
+        assert!(err.contains("drop_dri"), "{err}");
+    }
+
+    #[test]
+    fn bad_endpoint_from_env_names_the_variable() {
+        let err = load_text(FULL, &[("IMPACT_ENDPOINT", "partnr")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("IMPACT_ENDPOINT"), "{err}");
+        assert!(err.contains("partnr"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let c = load_text(
+            FULL,
+            &[
+                ("IMPACT_ACCOUNT_SID", "IRenv"),
+                ("IMPACT_ENDPOINT", "brand"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.impact.account_sid.as_deref(), Some("IRenv"));
+        assert_eq!(c.impact.endpoint, Endpoint::Brand);
+    }
+
+    #[test]
+    fn token_in_the_file_is_refused_and_never_echoed() {
+        let err = load_text("[impact]\nauth_token = \"s3cr3t-token\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("IMPACT_AUTH_TOKEN"), "{err}");
+        assert!(!err.contains("s3cr3t-token"), "{err}");
+    }
+
+    #[test]
+    fn token_never_in_dump_or_debug() {
+        let c = load_text(FULL, &[("IMPACT_AUTH_TOKEN", "s3cr3t-token")]).unwrap();
+        assert_eq!(c.impact.auth_token().unwrap().expose(), "s3cr3t-token");
+        assert!(!c.dump().contains("s3cr3t-token"));
+        assert!(!format!("{c:?}").contains("s3cr3t-token"));
+    }
+
+    #[test]
+    fn token_file_is_read_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "tok-from-file\n").unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "[impact]\nauth_token_file = \"token\"\n").unwrap();
+        let c = Loader {
+            path: Some(&cfg),
+            env: &|_| None,
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.impact.auth_token().unwrap().expose(), "tok-from-file");
+        std::fs::write(&token, "").unwrap();
+        assert!(c.impact.auth_token().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("[source]\nformat = \"shopifyy\"\n", "[source] format"),
+            ("[source]\ntimezone = \"Mars/Base\"\n", "[source] timezone"),
+            ("[source]\nencoding = \"klingon\"\n", "[source] encoding"),
+            ("[source]\ndelimiter = \"#\"\n", "[source] delimiter"),
+            ("[source]\ndate_format = \"%Q\"\n", "[source] date_format"),
+            ("[defaults]\nCampaignID2 = 1\n", "[defaults] CampaignID2"),
+            ("[defaults]\nAmount = 1.5\n", "[defaults] Amount"),
+            ("[mapping]\nFoo = \"x\"\n", "[mapping] Foo"),
+            ("[source]\nformat = \"custom\"\n", "[mapping]"),
+            ("[impact]\nbase_url = \"ftp://x\"\n", "[impact] base_url"),
+            ("[impact]\naccount_sid = \"IR 1\"\n", "[impact] account_sid"),
+        ] {
+            let err = load_text(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn mapping_entries_take_columns_paths_and_values() {
+        let c = load_text(
+            "[source]\nformat = \"custom\"\n[mapping]\nOrderId = \"Order Number\"\n\
+             ItemSku = { path = \"line_items[].sku\" }\nCurrencyCode = { value = \"EUR\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.mapping.len(), 3);
+        assert!(c
+            .mapping
+            .contains(&(Field::ORDER_ID, Source::Column("Order Number".into()))));
+        assert!(c
+            .mapping
+            .contains(&(Field::CURRENCY_CODE, Source::Value("EUR".into()))));
+    }
+}

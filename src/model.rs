@@ -1,0 +1,525 @@
+//! Domain types shared by every stage: impact's field catalog, rows, order drafts, problems.
+//!
+//! The catalog lists every API field impact-drop knows, in the order fields are encoded in a
+//! request body, with the kind of value each takes and its length limit. Stages refer to
+//! fields by [`Field`] (a small index into the catalog), never by loose strings.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::OnceLock;
+
+/// Whether a field belongs to the conversion (order) or to one of its items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Order,
+    Item,
+}
+
+/// The kind of value a field takes, which decides how `validate` checks and normalises it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Digits only (ids, quantities).
+    Int,
+    /// A non-negative decimal amount with a `.` separator.
+    Money,
+    /// A decimal that may be negative (`Numeric1..10`, `ItemDiscountRate`).
+    Decimal,
+    /// A date-time, normalised to RFC 3339 with an explicit offset.
+    Date,
+    /// An ISO 4217 three-letter code.
+    Currency,
+    /// Free text up to this many characters.
+    Text(usize),
+}
+
+/// One API field: an index into the catalog. Cheap to copy, ordered as fields are encoded.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Field(u8);
+
+struct Def {
+    name: &'static str,
+    level: Level,
+    kind: Kind,
+}
+
+struct Catalog {
+    defs: Vec<Def>,
+    by_name: HashMap<String, Field>,
+}
+
+const TEXT: Kind = Kind::Text(255);
+
+/// Order-level fields, in the order they are encoded. The first six are the conversion key
+/// and the ids impact routes on; the seed example's body starts with them in this order.
+const ORDER_FIELDS: &[(&str, Kind)] = &[
+    ("CampaignId", Kind::Int),
+    ("ActionTrackerId", Kind::Int),
+    ("EventTypeId", Kind::Int),
+    ("EventTypeCode", TEXT),
+    ("MediaPartnerId", Kind::Int),
+    ("MediaId", Kind::Int),
+    ("OrderId", Kind::Text(64)),
+    ("EventDate", Kind::Date),
+    ("CurrencyCode", Kind::Currency),
+    ("Amount", Kind::Money),
+    ("OrderSubtotal", Kind::Money),
+    ("OrderDiscount", Kind::Money),
+    ("OrderShipping", Kind::Money),
+    ("OrderTax", Kind::Money),
+    ("OrderPromoCode", TEXT),
+    ("ClickId", Kind::Text(64)),
+    ("CustomerId", TEXT),
+    ("CustomProfileId", Kind::Text(70)),
+    ("CustomerEmail", TEXT),
+    ("CustomerStatus", TEXT),
+    ("CustomerCity", TEXT),
+    ("CustomerCountry", TEXT),
+    ("CustomerPostCode", TEXT),
+    ("UniqueUrl", TEXT),
+    ("GoogAId", TEXT),
+    ("AppleIfa", TEXT),
+    ("AppleIfv", TEXT),
+    ("CallerId", TEXT),
+    ("IpAddress", TEXT),
+    ("UserAgent", TEXT),
+    ("DeviceMfr", TEXT),
+    ("DeviceModel", TEXT),
+    ("LocationId", TEXT),
+    ("LocationName", TEXT),
+    ("Note", TEXT),
+    ("SharedId", TEXT),
+    ("SubId1", TEXT),
+    ("SubId2", TEXT),
+    ("SubId3", TEXT),
+    ("ConversionType", TEXT),
+    ("CardBin", TEXT),
+    ("CardLastFour", TEXT),
+    ("PayoutAmount", Kind::Money),
+];
+
+/// Item fields (sent as `ItemSku1`, `ItemSku2`, …), in encoding order.
+const ITEM_FIELDS: &[(&str, Kind)] = &[
+    ("ItemSku", TEXT),
+    ("ItemName", TEXT),
+    ("ItemCategory", TEXT),
+    ("ItemSubCategory", TEXT),
+    ("ItemBrand", TEXT),
+    ("ItemMpn", TEXT),
+    ("ItemQuantity", Kind::Int),
+    ("ItemPrice", Kind::Money),
+    ("ItemSubTotal", Kind::Money),
+    ("ItemDiscount", Kind::Money),
+    ("ItemDiscountRate", Kind::Decimal),
+    ("ItemTotalDiscount", Kind::Money),
+    ("ItemPromoCode", TEXT),
+    ("ItemDeliveryType", TEXT),
+];
+
+/// Numbered families of general-purpose order fields: `Text1..50`, `Numeric1..10`, …
+const FAMILIES: &[(&str, usize, Kind)] = &[
+    ("Text", 50, TEXT),
+    ("Numeric", 10, Kind::Decimal),
+    ("Money", 3, Kind::Money),
+    ("Date", 15, Kind::Date),
+];
+
+fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        let mut defs = Vec::new();
+        for &(name, kind) in ORDER_FIELDS {
+            defs.push(Def {
+                name,
+                level: Level::Order,
+                kind,
+            });
+        }
+        for &(family, count, kind) in FAMILIES {
+            for n in 1..=count {
+                // Leaked once per process: the catalog lives for the whole run.
+                let name: &'static str = Box::leak(format!("{family}{n}").into_boxed_str());
+                defs.push(Def {
+                    name,
+                    level: Level::Order,
+                    kind,
+                });
+            }
+        }
+        for &(name, kind) in ITEM_FIELDS {
+            defs.push(Def {
+                name,
+                level: Level::Item,
+                kind,
+            });
+        }
+        assert!(
+            defs.len() <= usize::from(u8::MAX),
+            "catalog outgrew Field(u8)"
+        );
+        let by_name = defs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (fold_name(d.name), Field(i as u8)))
+            .collect();
+        Catalog { defs, by_name }
+    })
+}
+
+/// Folds a column or field name for loose matching: lower case, without spaces, `_` and `-`.
+/// `Item Sku`, `item_sku` and `ItemSku` all fold to `itemsku`.
+pub fn fold_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+impl Field {
+    pub const CAMPAIGN_ID: Field = Field(0);
+    pub const ACTION_TRACKER_ID: Field = Field(1);
+    pub const EVENT_TYPE_ID: Field = Field(2);
+    pub const EVENT_TYPE_CODE: Field = Field(3);
+    pub const MEDIA_PARTNER_ID: Field = Field(4);
+    pub const MEDIA_ID: Field = Field(5);
+    pub const ORDER_ID: Field = Field(6);
+    pub const EVENT_DATE: Field = Field(7);
+    pub const CURRENCY_CODE: Field = Field(8);
+    pub const AMOUNT: Field = Field(9);
+
+    /// Looks a field up by its API name, loosely (see [`fold_name`]).
+    pub fn lookup(name: &str) -> Option<Field> {
+        catalog().by_name.get(&fold_name(name)).copied()
+    }
+
+    /// Looks a field up by its exact API name.
+    pub fn named(name: &str) -> Option<Field> {
+        Self::lookup(name).filter(|f| f.name() == name)
+    }
+
+    /// The item field by its short name (`Sku` → `ItemSku`) or full name.
+    pub fn item(name: &str) -> Option<Field> {
+        Self::lookup(name)
+            .or_else(|| Self::lookup(&format!("Item{name}")))
+            .filter(|f| f.level() == Level::Item)
+    }
+
+    pub fn name(self) -> &'static str {
+        catalog().defs[usize::from(self.0)].name
+    }
+
+    pub fn level(self) -> Level {
+        catalog().defs[usize::from(self.0)].level
+    }
+
+    pub fn kind(self) -> Kind {
+        catalog().defs[usize::from(self.0)].kind
+    }
+
+    /// Every field of the catalog, in encoding order.
+    pub fn all() -> impl Iterator<Item = Field> {
+        (0..catalog().defs.len()).map(|i| Field(i as u8))
+    }
+
+    /// `Text1..Text50`: the brand endpoint limits these to 64 characters instead of 255.
+    pub fn is_text_family(self) -> bool {
+        let name = self.name();
+        name.starts_with("Text") && name[4..].bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
+impl fmt::Debug for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A compact, immutable set of `(Field, value)` pairs in one allocation.
+///
+/// A million-row export keeps every mapped value in memory until its orders are complete, so
+/// each row's fields live in a single boxed byte slice (`field, varint length, bytes` per
+/// entry) rather than a vector of strings: about 48 bytes for a typical item instead of 200.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct FieldSet(Box<[u8]>);
+
+/// Builds [`FieldSet`]s, reusing its buffer from row to row.
+#[derive(Default, Debug)]
+pub struct FieldSetBuilder {
+    buf: Vec<u8>,
+}
+
+impl FieldSetBuilder {
+    /// Adds a value. Empty values are not stored: an empty cell and a missing column mean the
+    /// same thing everywhere in impact-drop.
+    pub fn push(&mut self, field: Field, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        self.buf.push(field.0);
+        let mut len = value.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                self.buf.push(byte);
+                break;
+            }
+            self.buf.push(byte | 0x80);
+        }
+        self.buf.extend_from_slice(value.as_bytes());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Takes the set built so far and leaves the builder empty for the next row.
+    pub fn take(&mut self) -> FieldSet {
+        let set = FieldSet(self.buf.as_slice().into());
+        self.buf.clear();
+        set
+    }
+}
+
+impl FieldSet {
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (Field, &'a str)>) -> FieldSet {
+        let mut b = FieldSetBuilder::default();
+        for (f, v) in pairs {
+            b.push(f, v);
+        }
+        b.take()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> FieldSetIter<'_> {
+        FieldSetIter { rest: &self.0 }
+    }
+
+    /// The first value stored for `field`.
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.iter().find(|(f, _)| *f == field).map(|(_, v)| v)
+    }
+}
+
+impl fmt::Debug for FieldSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+pub struct FieldSetIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for FieldSetIter<'a> {
+    type Item = (Field, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&field, mut rest) = self.rest.split_first()?;
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let (&byte, tail) = rest.split_first()?;
+            rest = tail;
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let (value, tail) = rest.split_at_checked(len)?;
+        self.rest = tail;
+        // Only `FieldSetBuilder::push` writes the buffer, always from a `&str`.
+        let value = std::str::from_utf8(value).unwrap_or_default();
+        Some((Field(field), value))
+    }
+}
+
+/// A hash of a row's normalised content: the identity of a line across files and re-exports.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LineHash(pub [u8; 16]);
+
+impl LineHash {
+    pub fn of(bytes: &[u8]) -> LineHash {
+        let full = blake3::hash(bytes);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full.as_bytes()[..16]);
+        LineHash(out)
+    }
+
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for LineHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LineHash({})", self.to_hex())
+    }
+}
+
+/// Where a problem was found and what the merchant should do about it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// 1-based line in the file where the offending row starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The API field or export column involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// A sentence a merchant understands, saying what is wrong and what to do.
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(line: Option<u64>, field: Option<&str>, message: impl Into<String>) -> Problem {
+        Problem {
+            line,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    pub fn at(line: u64, field: impl fmt::Display, message: impl Into<String>) -> Problem {
+        Problem {
+            line: Some(line),
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.line, &self.field) {
+            (Some(l), Some(field)) => write!(f, "line {l}, {field}: {}", self.message),
+            (Some(l), None) => write!(f, "line {l}: {}", self.message),
+            (None, Some(field)) => write!(f, "{field}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// One mapped row of an export: what `map` makes of a CSV record or a JSON line.
+#[derive(Clone, Debug, Default)]
+pub struct Row {
+    /// 1-based line where the record starts.
+    pub line: u64,
+    pub hash: LineHash,
+    /// Order-level values found on this row (empty cells are absent).
+    pub order: FieldSet,
+    /// Items on this row: none or one for CSV, any number for JSON with nested item arrays.
+    pub items: Vec<FieldSet>,
+    /// Problems found while reading or mapping this row (bad bytes, ragged row, …). They
+    /// make the whole order invalid: an order is never sent without one of its rows.
+    pub problems: Vec<Problem>,
+}
+
+/// A line of a file and its content hash, as the ledger records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineRef {
+    pub line: u64,
+    pub hash: LineHash,
+}
+
+/// The identity of a conversion at impact: `(CampaignId, event id, OrderId)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct ConversionKey {
+    pub campaign_id: String,
+    /// The event identifier's field name (`ActionTrackerId`, `EventTypeId`, `EventTypeCode`).
+    pub event_field: String,
+    pub event_id: String,
+    pub order_id: String,
+}
+
+impl fmt::Display for ConversionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "OrderId {} (CampaignId {}, {} {})",
+            self.order_id, self.campaign_id, self.event_field, self.event_id
+        )
+    }
+}
+
+/// An order as `group` assembled it from its rows, before validation.
+#[derive(Clone, Debug)]
+pub struct OrderDraft {
+    pub order_id: String,
+    /// The key parts as resolved from the rows or the defaults (`None` when neither has them).
+    pub campaign_id: Option<String>,
+    pub event: Option<(Field, String)>,
+    /// The order-level values merged from every row of the order.
+    pub order: FieldSet,
+    /// Items in file order, with the line each came from.
+    pub items: Vec<(u64, FieldSet)>,
+    /// Every row of the order, in file order.
+    pub lines: Vec<LineRef>,
+    /// Problems from reading, mapping and grouping (e.g. rows that disagree).
+    pub problems: Vec<Problem>,
+}
+
+impl OrderDraft {
+    pub fn first_line(&self) -> u64 {
+        self.lines.first().map_or(0, |l| l.line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_order_matches_the_seed_body() {
+        assert_eq!(Field::CAMPAIGN_ID.name(), "CampaignId");
+        assert_eq!(Field::ACTION_TRACKER_ID.name(), "ActionTrackerId");
+        assert_eq!(Field::MEDIA_PARTNER_ID.name(), "MediaPartnerId");
+        assert_eq!(Field::ORDER_ID.name(), "OrderId");
+        assert_eq!(Field::EVENT_DATE.name(), "EventDate");
+        assert_eq!(Field::CURRENCY_CODE.name(), "CurrencyCode");
+        assert_eq!(Field::AMOUNT.name(), "Amount");
+        assert!(Field::CAMPAIGN_ID < Field::ORDER_ID && Field::ORDER_ID < Field::EVENT_DATE);
+    }
+
+    #[test]
+    fn lookup_is_loose_and_families_exist() {
+        assert_eq!(Field::lookup("item_sku"), Field::lookup("ItemSku"));
+        assert_eq!(Field::lookup("Order Id"), Some(Field::ORDER_ID));
+        assert_eq!(Field::lookup("Text50").map(Field::name), Some("Text50"));
+        assert_eq!(Field::lookup("Date15").map(Field::kind), Some(Kind::Date));
+        assert_eq!(Field::lookup("Text51"), None);
+        assert_eq!(Field::item("Sku").map(Field::name), Some("ItemSku"));
+        assert_eq!(Field::named("orderid"), None);
+        assert!(Field::lookup("Text7").unwrap().is_text_family());
+        assert!(!Field::lookup("TextX").is_some_and(Field::is_text_family));
+    }
+
+    #[test]
+    fn field_set_round_trips_long_and_unicode_values() {
+        let long = "x".repeat(100_000);
+        let set = FieldSet::from_pairs([
+            (Field::ORDER_ID, "A-1"),
+            (Field::CURRENCY_CODE, ""),
+            (Field::EVENT_DATE, "ünï 😀"),
+            (Field::AMOUNT, long.as_str()),
+        ]);
+        let got: Vec<_> = set.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                (Field::ORDER_ID, "A-1"),
+                (Field::EVENT_DATE, "ünï 😀"),
+                (Field::AMOUNT, long.as_str())
+            ]
+        );
+        assert_eq!(set.get(Field::CURRENCY_CODE), None);
+    }
+}

@@ -1,0 +1,1004 @@
+//! Validation (pure): an order draft → a sendable [`Conversion`], or every reason it is not one.
+//!
+//! The rules are impact's contract (`shared/docs/impact-api.md`): required fields per endpoint,
+//! digits-only ids, OrderId ≤ 64, EventDate normalised to RFC 3339 with an explicit offset,
+//! exact non-negative decimals with a `.`, three-letter currency, items indexed from 1, never
+//! `Amount` with items, never `ItemPrice` with `ItemSubTotal`, text length limits. This module
+//! is the only place a `Conversion` is made: holding one means it passed.
+
+use std::str::FromStr;
+
+use chrono::{
+    DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone,
+};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+
+use crate::config::Endpoint;
+use crate::model::{ConversionKey, Field, FieldSet, Kind, LineRef, OrderDraft, Problem};
+
+/// What validation needs to know besides the draft.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub endpoint: Endpoint,
+    /// Order-level values for fields the export lacks (`[defaults]`, then profile constants,
+    /// which win).
+    pub defaults: Vec<(Field, String)>,
+    /// Item-level values every item gets.
+    pub item_constants: Vec<(Field, String)>,
+    pub timezone: Option<Tz>,
+    pub date_formats: Vec<String>,
+    pub allow_event_date_now: bool,
+}
+
+impl Rules {
+    pub fn new(endpoint: Endpoint) -> Rules {
+        Rules {
+            endpoint,
+            defaults: Vec::new(),
+            item_constants: Vec::new(),
+            timezone: None,
+            date_formats: Vec::new(),
+            allow_event_date_now: false,
+        }
+    }
+
+    pub fn default_for(&self, field: Field) -> Option<&str> {
+        self.defaults
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The fields that identify the event, in order of preference.
+    pub fn event_fields(&self) -> Vec<Field> {
+        match self.endpoint {
+            Endpoint::Partner => vec![Field::ACTION_TRACKER_ID],
+            Endpoint::Brand => vec![
+                Field::ACTION_TRACKER_ID,
+                Field::EVENT_TYPE_ID,
+                Field::EVENT_TYPE_CODE,
+            ],
+        }
+    }
+
+    /// Required fields as groups: each group needs at least one of its fields.
+    pub fn required(&self) -> Vec<Vec<Field>> {
+        let one = |f: Field| vec![f];
+        let mut groups = vec![
+            one(Field::CAMPAIGN_ID),
+            one(Field::EVENT_DATE),
+            one(Field::ORDER_ID),
+        ];
+        match self.endpoint {
+            Endpoint::Partner => {
+                groups.insert(1, one(Field::ACTION_TRACKER_ID));
+                groups.push(vec![Field::MEDIA_PARTNER_ID, Field::MEDIA_ID]);
+            }
+            Endpoint::Brand => {
+                groups.insert(1, self.event_fields());
+                groups.push(
+                    ATTRIBUTION_KEYS
+                        .iter()
+                        .filter_map(|n| Field::named(n))
+                        .collect(),
+                );
+            }
+        }
+        groups
+    }
+}
+
+/// Brand conversions need at least one of these to attribute the conversion to a partner.
+const ATTRIBUTION_KEYS: &[&str] = &[
+    "ClickId",
+    "CustomerId",
+    "CustomProfileId",
+    "CustomerEmail",
+    "OrderPromoCode",
+    "MediaPartnerId",
+    "MediaId",
+    "UniqueUrl",
+    "GoogAId",
+    "AppleIfa",
+    "AppleIfv",
+    "CallerId",
+];
+
+/// A conversion that passed validation: normalised values, ready to encode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversion {
+    key: ConversionKey,
+    fields: Vec<(Field, String)>,
+    items: Vec<Vec<(Field, String)>>,
+    lines: Vec<LineRef>,
+    warnings: Vec<Problem>,
+}
+
+impl Conversion {
+    pub fn key(&self) -> &ConversionKey {
+        &self.key
+    }
+
+    /// Order-level fields in encoding order.
+    pub fn fields(&self) -> &[(Field, String)] {
+        &self.fields
+    }
+
+    /// Items in file order; each item's fields in encoding order.
+    pub fn items(&self) -> &[Vec<(Field, String)>] {
+        &self.items
+    }
+
+    /// Every line of the export this conversion was made from.
+    pub fn lines(&self) -> &[LineRef] {
+        &self.lines
+    }
+
+    /// Things worth knowing that do not stop the conversion (e.g. an ambiguous local time).
+    pub fn warnings(&self) -> &[Problem] {
+        &self.warnings
+    }
+
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An order that cannot be sent, with every reason.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Invalid {
+    pub order_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<ConversionKey>,
+    #[serde(serialize_with = "serialize_lines")]
+    pub lines: Vec<LineRef>,
+    pub problems: Vec<Problem>,
+}
+
+fn serialize_lines<S: serde::Serializer>(lines: &[LineRef], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(lines.iter().map(|l| l.line))
+}
+
+/// Validates one draft.
+pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Invalid> {
+    let OrderDraft {
+        order_id,
+        campaign_id,
+        event,
+        order,
+        items,
+        lines,
+        mut problems,
+    } = draft;
+    let first = lines.first().map(|l| l.line);
+    let mut warnings = Vec::new();
+
+    // Order-level values: the export's, then constants/defaults for what it lacks.
+    let mut raw: Vec<(Field, String, Option<u64>)> = order
+        .iter()
+        .map(|(f, v)| (f, v.to_owned(), first))
+        .collect();
+    for (f, v) in &rules.defaults {
+        if !raw.iter().any(|(g, _, _)| g == f) {
+            raw.push((*f, v.clone(), None));
+        }
+    }
+    // The key parts as `group` resolved them (a blank cell that took another row's value).
+    if let Some(c) = &campaign_id {
+        set_if_missing(&mut raw, Field::CAMPAIGN_ID, c);
+    }
+    if let Some((f, v)) = &event {
+        set_if_missing(&mut raw, *f, v);
+    }
+
+    let mut fields: Vec<(Field, String)> = Vec::with_capacity(raw.len());
+    for (field, value, line) in raw {
+        match check_value(field, &value, rules) {
+            Ok(Checked::Value(v)) => fields.push((field, v)),
+            Ok(Checked::Warned(v, w)) => {
+                warnings.push(Problem::new(line, Some(field.name()), w));
+                fields.push((field, v));
+            }
+            Err(msg) => problems.push(Problem::new(line, Some(field.name()), msg)),
+        }
+    }
+    fields.sort_by_key(|(f, _)| *f);
+
+    for group in rules.required() {
+        let present = group.iter().any(|f| fields.iter().any(|(g, _)| g == f))
+            || group.iter().any(|f| {
+                problems
+                    .iter()
+                    .any(|p| p.field.as_deref() == Some(f.name()))
+            });
+        if !present {
+            problems.push(missing(first, &group));
+        }
+    }
+
+    // Items.
+    let mut out_items = Vec::with_capacity(items.len());
+    for (line, set) in &items {
+        match check_item(*line, set, rules) {
+            Ok(item) => out_items.push(item),
+            Err(mut ps) => problems.append(&mut ps),
+        }
+    }
+    if !items.is_empty() && fields.iter().any(|(f, _)| *f == Field::AMOUNT) {
+        problems.push(Problem::new(
+            first,
+            Some("Amount"),
+            "is given together with items: impact ignores Amount once items are present, so \
+             the sale amount would be ambiguous; map either the order Amount or the item \
+             columns, not both",
+        ));
+    }
+    let has_money = fields.iter().any(|(f, _)| f.kind() == Kind::Money)
+        || out_items
+            .iter()
+            .flatten()
+            .any(|(f, _)| f.kind() == Kind::Money);
+    if has_money
+        && !fields.iter().any(|(f, _)| *f == Field::CURRENCY_CODE)
+        && !problems
+            .iter()
+            .any(|p| p.field.as_deref() == Some("CurrencyCode"))
+    {
+        problems.push(Problem::new(
+            first,
+            Some("CurrencyCode"),
+            "is missing: impact needs the currency of every amount; add a CurrencyCode column \
+             or set [defaults] CurrencyCode = \"USD\"",
+        ));
+    }
+
+    let value_of = |f: Field| fields.iter().find(|(g, _)| *g == f).map(|(_, v)| v.clone());
+    let key = match (
+        value_of(Field::CAMPAIGN_ID),
+        &event,
+        value_of(Field::ORDER_ID),
+    ) {
+        (Some(c), Some((ef, _)), Some(o)) => value_of(*ef).map(|e| ConversionKey {
+            campaign_id: c,
+            event_field: ef.name().to_owned(),
+            event_id: e,
+            order_id: o,
+        }),
+        _ => None,
+    };
+    if !problems.is_empty() {
+        return Err(Invalid {
+            order_id,
+            key,
+            lines,
+            problems,
+        });
+    }
+    let Some(key) = key else {
+        // Unreachable when the required checks above passed; kept as an error, not a panic.
+        return Err(Invalid {
+            order_id,
+            key: None,
+            lines,
+            problems: vec![missing(first, &[Field::CAMPAIGN_ID])],
+        });
+    };
+    Ok(Conversion {
+        key,
+        fields,
+        items: out_items,
+        lines,
+        warnings,
+    })
+}
+
+fn set_if_missing(raw: &mut Vec<(Field, String, Option<u64>)>, field: Field, value: &str) {
+    if !raw.iter().any(|(f, _, _)| *f == field) {
+        raw.push((field, value.to_owned(), None));
+    }
+}
+
+fn missing(line: Option<u64>, group: &[Field]) -> Problem {
+    let names: Vec<&str> = group.iter().map(|f| f.name()).collect();
+    let (what, how) = match names.as_slice() {
+        [one] => (
+            format!("{one} is missing"),
+            format!("add a {one} column or set [defaults] {one}"),
+        ),
+        [a, b] => (
+            format!("{a} (or {b}) is missing"),
+            format!("add a {a} column or set [defaults] {a}"),
+        ),
+        many => (
+            format!("none of {} is present", many.join(", ")),
+            format!(
+                "impact needs one of them; add a column for one, e.g. {}",
+                many[0]
+            ),
+        ),
+    };
+    Problem::new(line, Some(names[0]), format!("{what}: {how}"))
+}
+
+fn check_item(
+    line: u64,
+    set: &FieldSet,
+    rules: &Rules,
+) -> Result<Vec<(Field, String)>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut item: Vec<(Field, String)> = Vec::new();
+    let constants = rules
+        .item_constants
+        .iter()
+        .filter(|(f, _)| set.get(*f).is_none())
+        .map(|(f, v)| (*f, v.as_str()));
+    for (field, value) in set.iter().chain(constants) {
+        match check_value(field, value, rules) {
+            Ok(Checked::Value(v)) | Ok(Checked::Warned(v, _)) => item.push((field, v)),
+            Err(msg) => problems.push(Problem::at(line, field, msg)),
+        }
+    }
+    // Present in the row or as a constant, valid or not (an invalid one is reported already).
+    let has = |name: &str| {
+        Field::item(name).is_some_and(|f| {
+            set.get(f).is_some() || rules.item_constants.iter().any(|(g, _)| *g == f)
+        })
+    };
+    let (price, subtotal, quantity) = (has("Price"), has("SubTotal"), has("Quantity"));
+    if price && subtotal {
+        problems.push(Problem::at(
+            line,
+            "ItemPrice",
+            "is given together with ItemSubTotal: impact would use the subtotal and ignore the \
+             price, so the amount would be ambiguous; give one of them",
+        ));
+    } else if price && !quantity {
+        problems.push(Problem::at(
+            line,
+            "ItemQuantity",
+            "is missing: an item with ItemPrice needs ItemQuantity (or give ItemSubTotal, the \
+             line amount, instead)",
+        ));
+    } else if !price && !subtotal {
+        problems.push(Problem::at(
+            line,
+            "ItemPrice",
+            "is missing: every item needs ItemPrice and ItemQuantity, or ItemSubTotal",
+        ));
+    }
+    if let Some(q) = Field::item("Quantity") {
+        if let Some((_, v)) = item.iter().find(|(f, _)| *f == q) {
+            if v.trim_start_matches('0').is_empty() {
+                problems.push(Problem::at(
+                    line,
+                    q,
+                    "is 0: an item needs a quantity of at least 1 (leave items that were \
+                     removed out of the export)",
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        item.sort_by_key(|(f, _)| *f);
+        Ok(item)
+    } else {
+        Err(problems)
+    }
+}
+
+enum Checked {
+    Value(String),
+    /// Accepted, with something the operator should know.
+    Warned(String, String),
+}
+
+/// Checks and normalises one value by its field's kind. The error is a sentence saying what
+/// is wrong and what to do.
+fn check_value(field: Field, value: &str, rules: &Rules) -> Result<Checked, String> {
+    let value = value.trim();
+    match field.kind() {
+        Kind::Int => check_int(value).map(Checked::Value),
+        Kind::Money => check_decimal(value, false).map(Checked::Value),
+        Kind::Decimal => check_decimal(value, true).map(Checked::Value),
+        Kind::Currency => {
+            if value.len() == 3 && value.bytes().all(|b| b.is_ascii_alphabetic()) {
+                Ok(Checked::Value(value.to_ascii_uppercase()))
+            } else {
+                Err(format!(
+                    "\"{value}\" is not a three-letter ISO 4217 currency code (USD, EUR, GBP, …)"
+                ))
+            }
+        }
+        Kind::Date => {
+            if field == Field::EVENT_DATE && value.eq_ignore_ascii_case("NOW") {
+                return if rules.allow_event_date_now {
+                    Ok(Checked::Value("NOW".into()))
+                } else {
+                    Err(
+                        "is NOW: impact would date the sale when it receives it, which is wrong \
+                         after any delay; export the order's real time (or set [source] \
+                         allow_event_date_now = true)"
+                            .into(),
+                    )
+                };
+            }
+            let (dt, warning) = parse_date(value, rules.timezone, &rules.date_formats)?;
+            let text = dt.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+            Ok(match warning {
+                Some(w) => Checked::Warned(text, w),
+                None => Checked::Value(text),
+            })
+        }
+        Kind::Text(limit) => {
+            let limit = if rules.endpoint == Endpoint::Brand && field.is_text_family() {
+                64
+            } else {
+                limit
+            };
+            let chars = value.chars().count();
+            if chars > limit {
+                return Err(format!(
+                    "is {chars} characters long; impact accepts at most {limit}: shorten it"
+                ));
+            }
+            if field == Field::ORDER_ID {
+                excel_number(value)?;
+            }
+            Ok(Checked::Value(value.to_owned()))
+        }
+    }
+}
+
+/// `1.21286E+13`: Excel turned a long number into scientific notation and lost its digits.
+fn excel_number(value: &str) -> Result<(), String> {
+    let upper = value.to_ascii_uppercase();
+    if let Some((mantissa, exp)) = upper.split_once("E+") {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let mantissa_ok = match mantissa.split_once('.') {
+            Some((a, b)) => digits(a) && digits(b),
+            None => digits(mantissa),
+        };
+        if mantissa_ok && digits(exp) {
+            return Err(format!(
+                "\"{value}\" is a number Excel turned into scientific notation, and its last \
+                 digits are lost: the file was re-saved in Excel. Export it again from the \
+                 shop, or import the column as Text in Excel"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_int(value: &str) -> Result<String, String> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(value.to_owned());
+    }
+    excel_number(value)?;
+    if let Some(whole) = value
+        .strip_suffix(".0")
+        .or_else(|| value.strip_suffix(".00"))
+    {
+        if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "\"{value}\" must be a whole number written without decimals: write {whole}"
+            ));
+        }
+    }
+    Err(format!("\"{value}\" must be a whole number (digits only)"))
+}
+
+fn check_decimal(value: &str, allow_negative: bool) -> Result<String, String> {
+    let body = value.strip_prefix('-').unwrap_or(value);
+    let negative = body.len() != value.len();
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let plain = !(int.is_empty() && frac.is_empty())
+        && digits(int)
+        && digits(frac)
+        && !(body.contains('.') && frac.is_empty());
+    if !plain {
+        let hint = if value.contains(',') {
+            "use a . as the decimal separator and no thousands separators (1234.56)"
+        } else if value.chars().any(|c| "$€£¥".contains(c)) {
+            "write the number without a currency symbol (19.99)"
+        } else {
+            "write a plain number such as 19.99"
+        };
+        return Err(format!(
+            "\"{value}\" is not an amount impact accepts: {hint}"
+        ));
+    }
+    if negative && !allow_negative && (int.bytes().chain(frac.bytes())).any(|b| b != b'0') {
+        return Err(format!(
+            "\"{value}\" is negative: impact does not accept negative amounts (returns and \
+             refunds are made by adjusting the action in impact, not by a conversion); leave \
+             the row out or fix the amount"
+        ));
+    }
+    let d = Decimal::from_str(value)
+        .map_err(|_| format!("\"{value}\" has too many digits for an amount"))?;
+    let d = if d.is_zero() { d.abs() } else { d };
+    Ok(d.to_string())
+}
+
+/// Offset-carrying shapes real exports use, tried after RFC 3339 itself.
+const WITH_OFFSET: &[&str] = &[
+    "%Y-%m-%d %H:%M:%S%.f %z", // Shopify: 2025-12-07 19:08:24 +0000
+    "%Y-%m-%d %H:%M:%S%.f%:z",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M%:z",
+    "%Y-%m-%d %H:%M%:z",
+    "%Y-%m-%d %H:%M %z",
+];
+
+/// Shapes without an offset: they need `[source] timezone`.
+const NAIVE: &[&str] = &[
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+];
+
+/// Parses a date-time as exports write it. Returns the instant with its offset, and a warning
+/// when a local time was ambiguous (a DST change).
+pub fn parse_date(
+    value: &str,
+    tz: Option<Tz>,
+    formats: &[String],
+) -> Result<(DateTime<FixedOffset>, Option<String>), String> {
+    let z_fixed;
+    let v = match value.strip_suffix(['Z', 'z']) {
+        Some(rest) if !formats.iter().any(|f| f.ends_with('Z')) => {
+            z_fixed = format!("{rest}+00:00");
+            z_fixed.as_str()
+        }
+        _ => value,
+    };
+    for f in formats {
+        if let Ok(dt) = DateTime::parse_from_str(v, f) {
+            return Ok((dt, None));
+        }
+        if let Ok(naive) = NaiveDateTime::parse_from_str(v, f) {
+            return localize(value, naive, tz);
+        }
+        if let Ok(date) = NaiveDate::parse_from_str(v, f) {
+            return localize(value, date.and_time(chrono::NaiveTime::MIN), tz);
+        }
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(v) {
+        return Ok((dt, None));
+    }
+    for f in WITH_OFFSET {
+        if let Ok(dt) = DateTime::parse_from_str(v, f) {
+            return Ok((dt, None));
+        }
+    }
+    for f in NAIVE {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(v, f) {
+            return localize(value, naive, tz);
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        return localize(value, date.and_time(chrono::NaiveTime::MIN), tz);
+    }
+    Err(format!(
+        "\"{value}\" is not a date-time impact-drop recognises: write it as \
+         2023-02-15T22:55:32-08:00, or set [source] date_format (and timezone) to this export's \
+         format"
+    ))
+}
+
+fn localize(
+    original: &str,
+    naive: NaiveDateTime,
+    tz: Option<Tz>,
+) -> Result<(DateTime<FixedOffset>, Option<String>), String> {
+    let Some(tz) = tz else {
+        return Err(format!(
+            "\"{original}\" has no time zone: set [source] timezone to the zone the shop \
+             exports in (e.g. \"America/New_York\"), or export dates with an offset"
+        ));
+    };
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(dt) => Ok((dt.fixed_offset(), None)),
+        LocalResult::Ambiguous(early, late) => Ok((
+            early.fixed_offset(),
+            Some(format!(
+                "\"{original}\" happened twice in {tz} (clocks went back); the earlier one ({}) \
+                 was used, not {}",
+                early.fixed_offset().to_rfc3339(),
+                late.fixed_offset().to_rfc3339()
+            )),
+        )),
+        LocalResult::None => Err(format!(
+            "\"{original}\" does not exist in {tz} (clocks went forward at that time): check \
+             the export's time zone"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LineHash;
+
+    fn rules() -> Rules {
+        let mut r = Rules::new(Endpoint::Partner);
+        r.defaults = vec![
+            (Field::CAMPAIGN_ID, "1000".into()),
+            (Field::ACTION_TRACKER_ID, "2000".into()),
+            (Field::MEDIA_PARTNER_ID, "3000".into()),
+            (Field::CURRENCY_CODE, "USD".into()),
+        ];
+        r
+    }
+
+    fn draft(order: &[(&str, &str)], items: &[&[(&str, &str)]]) -> OrderDraft {
+        let set = |pairs: &[(&str, &str)]| {
+            FieldSet::from_pairs(pairs.iter().map(|(k, v)| (Field::lookup(k).unwrap(), *v)))
+        };
+        let order = set(order);
+        OrderDraft {
+            order_id: order.get(Field::ORDER_ID).unwrap_or("").to_owned(),
+            campaign_id: Some("1000".into()),
+            event: Some((Field::ACTION_TRACKER_ID, "2000".into())),
+            order,
+            items: items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| (i as u64 + 2, set(it)))
+                .collect(),
+            lines: (0..items.len().max(1))
+                .map(|i| LineRef {
+                    line: i as u64 + 2,
+                    hash: LineHash::default(),
+                })
+                .collect(),
+            problems: vec![],
+        }
+    }
+
+    const OK_ORDER: &[(&str, &str)] = &[
+        ("OrderId", "A-1"),
+        ("EventDate", "2023-02-15T22:55:32-08:00"),
+    ];
+    const OK_ITEM: &[(&str, &str)] = &[
+        ("ItemSku", "X"),
+        ("ItemQuantity", "1"),
+        ("ItemPrice", "6.99"),
+    ];
+
+    /// The problems of an order that should be invalid: `(line, field, message)`.
+    fn problems(
+        order: &[(&str, &str)],
+        items: &[&[(&str, &str)]],
+        rules: &Rules,
+    ) -> Vec<(Option<u64>, String, String)> {
+        match validate(draft(order, items), rules) {
+            Ok(c) => panic!("expected invalid, got {c:?}"),
+            Err(inv) => inv
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.field.unwrap_or_default(), p.message))
+                .collect(),
+        }
+    }
+
+    fn one_problem(
+        order: &[(&str, &str)],
+        items: &[&[(&str, &str)]],
+    ) -> (Option<u64>, String, String) {
+        let mut ps = problems(order, items, &rules());
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        ps.remove(0)
+    }
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<_> = OK_ORDER
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .copied()
+            .collect();
+        v.extend_from_slice(extra);
+        v
+    }
+
+    #[test]
+    fn a_good_order_passes_with_defaults_applied() {
+        let c = validate(draft(OK_ORDER, &[OK_ITEM]), &rules()).unwrap();
+        assert_eq!(c.key().order_id, "A-1");
+        assert_eq!(c.get(Field::MEDIA_PARTNER_ID), Some("3000"));
+        assert_eq!(c.items().len(), 1);
+    }
+
+    #[test]
+    fn rule_required_fields_partner() {
+        let mut r = rules();
+        r.defaults.retain(|(f, _)| *f != Field::MEDIA_PARTNER_ID);
+        let ps = problems(OK_ORDER, &[OK_ITEM], &r);
+        assert_eq!(ps.len(), 1);
+        assert_eq!(ps[0].1, "MediaPartnerId");
+        assert!(ps[0].2.contains("MediaPartnerId (or MediaId) is missing"));
+        let no_date = one_problem(&[("OrderId", "A")], &[OK_ITEM]);
+        assert_eq!(no_date.1, "EventDate");
+    }
+
+    #[test]
+    fn rule_required_fields_brand_need_an_attribution_key() {
+        let mut r = rules();
+        r.endpoint = Endpoint::Brand;
+        r.defaults.retain(|(f, _)| *f != Field::MEDIA_PARTNER_ID);
+        let ps = problems(OK_ORDER, &[OK_ITEM], &r);
+        assert_eq!(ps.len(), 1);
+        assert!(ps[0].2.contains("ClickId"), "{ps:?}");
+        assert!(validate(draft(&with(&[("ClickId", "abc")]), &[OK_ITEM]), &r).is_ok());
+    }
+
+    #[test]
+    fn rule_integers_are_digits_only() {
+        let p = one_problem(&with(&[("CampaignId", "10a")]), &[OK_ITEM]);
+        assert_eq!(p.1, "CampaignId");
+        assert!(p.2.contains("whole number"));
+        let p = one_problem(&with(&[("ActionTrackerId", "2000.0")]), &[OK_ITEM]);
+        assert!(p.2.contains("write 2000"), "{p:?}");
+        let p = one_problem(
+            OK_ORDER,
+            &[&[
+                ("ItemSku", "X"),
+                ("ItemQuantity", "1.5"),
+                ("ItemPrice", "1"),
+            ]],
+        );
+        assert_eq!((p.0, p.1.as_str()), (Some(2), "ItemQuantity"));
+    }
+
+    #[test]
+    fn rule_quantity_at_least_one() {
+        let p = one_problem(
+            OK_ORDER,
+            &[&[("ItemSku", "X"), ("ItemQuantity", "0"), ("ItemPrice", "1")]],
+        );
+        assert!(p.2.contains("at least 1"));
+    }
+
+    #[test]
+    fn rule_order_id_at_most_64() {
+        let long = "x".repeat(65);
+        let order = with(&[("OrderId", Box::leak(long.into_boxed_str()))]);
+        let p = one_problem(&order, &[OK_ITEM]);
+        assert_eq!(p.1, "OrderId");
+        assert!(p.2.contains("65 characters") && p.2.contains("at most 64"));
+        let ok = with(&[("OrderId", Box::leak("y".repeat(64).into_boxed_str()))]);
+        assert!(validate(draft(&ok, &[OK_ITEM]), &rules()).is_ok());
+    }
+
+    #[test]
+    fn rule_excel_mangled_ids_are_named() {
+        let p = one_problem(&with(&[("OrderId", "1.21286E+13")]), &[OK_ITEM]);
+        assert!(p.2.contains("Excel"), "{p:?}");
+        let p = one_problem(&with(&[("CampaignId", "1.5E+4")]), &[OK_ITEM]);
+        assert!(p.2.contains("Excel"), "{p:?}");
+    }
+
+    #[test]
+    fn rule_event_date_normalised_with_offset() {
+        let cases = [
+            ("2023-02-15T22:55:32-08:00", "2023-02-15T22:55:32-08:00"),
+            ("2025-06-15T10:30:00Z", "2025-06-15T10:30:00+00:00"),
+            ("2025-12-07 19:08:24 +0000", "2025-12-07T19:08:24+00:00"),
+            ("2025-12-07 19:08:24 -0500", "2025-12-07T19:08:24-05:00"),
+            ("2025-12-07 19:08:24+02:00", "2025-12-07T19:08:24+02:00"),
+            ("2025-12-07T19:08:24.123Z", "2025-12-07T19:08:24.123+00:00"),
+        ];
+        for (input, want) in cases {
+            let c = validate(draft(&with(&[("EventDate", input)]), &[OK_ITEM]), &rules()).unwrap();
+            assert_eq!(c.get(Field::EVENT_DATE), Some(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn rule_naive_dates_need_a_zone() {
+        let p = one_problem(&with(&[("EventDate", "2023-02-15 22:55")]), &[OK_ITEM]);
+        assert!(p.2.contains("[source] timezone"), "{p:?}");
+        let mut r = rules();
+        r.timezone = Some(chrono_tz::America::Los_Angeles);
+        let c = validate(
+            draft(&with(&[("EventDate", "2023-02-15 22:55")]), &[OK_ITEM]),
+            &r,
+        )
+        .unwrap();
+        assert_eq!(c.get(Field::EVENT_DATE), Some("2023-02-15T22:55:00-08:00"));
+        let c = validate(
+            draft(&with(&[("EventDate", "2023-07-15 22:55:10")]), &[OK_ITEM]),
+            &r,
+        )
+        .unwrap();
+        assert_eq!(c.get(Field::EVENT_DATE), Some("2023-07-15T22:55:10-07:00"));
+    }
+
+    #[test]
+    fn rule_custom_date_format_and_dst() {
+        let mut r = rules();
+        r.timezone = Some(chrono_tz::Europe::Berlin);
+        r.date_formats = vec!["%d/%m/%Y %H:%M".into()];
+        let c = validate(
+            draft(&with(&[("EventDate", "15/02/2023 22:55")]), &[OK_ITEM]),
+            &r,
+        )
+        .unwrap();
+        assert_eq!(c.get(Field::EVENT_DATE), Some("2023-02-15T22:55:00+01:00"));
+        // 02:30 on the night clocks go back happens twice: accepted, with a warning.
+        let c = validate(
+            draft(&with(&[("EventDate", "29/10/2023 02:30")]), &[OK_ITEM]),
+            &r,
+        )
+        .unwrap();
+        assert_eq!(c.get(Field::EVENT_DATE), Some("2023-10-29T02:30:00+02:00"));
+        assert_eq!(c.warnings().len(), 1);
+        // 02:30 on the night clocks go forward never happened.
+        let p = problems(&with(&[("EventDate", "26/03/2023 02:30")]), &[OK_ITEM], &r);
+        assert!(p[0].2.contains("does not exist"), "{p:?}");
+    }
+
+    #[test]
+    fn rule_never_now_unless_configured() {
+        let p = one_problem(&with(&[("EventDate", "NOW")]), &[OK_ITEM]);
+        assert!(p.2.contains("allow_event_date_now"));
+        let mut r = rules();
+        r.allow_event_date_now = true;
+        let c = validate(draft(&with(&[("EventDate", "now")]), &[OK_ITEM]), &r).unwrap();
+        assert_eq!(c.get(Field::EVENT_DATE), Some("NOW"));
+    }
+
+    #[test]
+    fn rule_bad_dates_are_explained() {
+        let p = one_problem(&with(&[("EventDate", "yesterday")]), &[OK_ITEM]);
+        assert!(p.2.contains("2023-02-15T22:55:32-08:00"));
+    }
+
+    #[test]
+    fn rule_money_exact_dot_non_negative() {
+        let c = validate(
+            draft(
+                OK_ORDER,
+                &[&[
+                    ("ItemSku", "X"),
+                    ("ItemQuantity", "1"),
+                    ("ItemPrice", "0.1000000000000000000000000001"),
+                ]],
+            ),
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.items()[0]
+                .iter()
+                .find(|(f, _)| f.name() == "ItemPrice")
+                .unwrap()
+                .1,
+            "0.1000000000000000000000000001"
+        );
+        for (bad, hint) in [
+            ("-5.00", "negative"),
+            ("1,50", "decimal separator"),
+            ("$12.00", "currency symbol"),
+            ("1.2.3", "plain number"),
+            ("12.", "plain number"),
+            ("1e3", "plain number"),
+        ] {
+            let p = one_problem(
+                OK_ORDER,
+                &[&[("ItemSku", "X"), ("ItemQuantity", "1"), ("ItemPrice", bad)]],
+            );
+            assert_eq!(p.1, "ItemPrice");
+            assert!(p.2.contains(hint), "{bad}: {p:?}");
+        }
+        let p = one_problem(&with(&[("Amount", "-1")]), &[]);
+        assert_eq!(p.1, "Amount");
+        assert!(validate(draft(&with(&[("Amount", "-0.00")]), &[]), &rules()).is_ok());
+    }
+
+    #[test]
+    fn rule_numeric_fields_may_be_negative() {
+        assert!(validate(draft(&with(&[("Numeric1", "-2.5")]), &[OK_ITEM]), &rules()).is_ok());
+    }
+
+    #[test]
+    fn rule_currency_three_letters() {
+        let p = one_problem(&with(&[("CurrencyCode", "US")]), &[OK_ITEM]);
+        assert_eq!(p.1, "CurrencyCode");
+        let c = validate(
+            draft(&with(&[("CurrencyCode", "eur")]), &[OK_ITEM]),
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(c.get(Field::CURRENCY_CODE), Some("EUR"));
+        let mut r = rules();
+        r.defaults.retain(|(f, _)| *f != Field::CURRENCY_CODE);
+        let ps = problems(OK_ORDER, &[OK_ITEM], &r);
+        assert!(ps[0].2.contains("[defaults] CurrencyCode"), "{ps:?}");
+    }
+
+    #[test]
+    fn rule_never_amount_with_items() {
+        let p = one_problem(&with(&[("Amount", "10")]), &[OK_ITEM]);
+        assert_eq!(p.1, "Amount");
+        assert!(p.2.contains("together with items"));
+    }
+
+    #[test]
+    fn rule_never_price_with_subtotal_and_price_needs_quantity() {
+        let p = one_problem(
+            OK_ORDER,
+            &[&[
+                ("ItemSku", "X"),
+                ("ItemQuantity", "1"),
+                ("ItemPrice", "1"),
+                ("ItemSubTotal", "1"),
+            ]],
+        );
+        assert!(p.2.contains("together with ItemSubTotal"));
+        let p = one_problem(OK_ORDER, &[&[("ItemSku", "X"), ("ItemPrice", "1")]]);
+        assert_eq!(p.1, "ItemQuantity");
+        let p = one_problem(OK_ORDER, &[&[("ItemSku", "X")]]);
+        assert!(p
+            .2
+            .contains("needs ItemPrice and ItemQuantity, or ItemSubTotal"));
+        assert!(validate(
+            draft(OK_ORDER, &[&[("ItemSku", "X"), ("ItemSubTotal", "3")]]),
+            &rules()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn rule_text_length_limits() {
+        let long = Box::leak("n".repeat(256).into_boxed_str());
+        let p = one_problem(&with(&[("Note", long)]), &[OK_ITEM]);
+        assert!(p.2.contains("at most 255"));
+        let p = one_problem(
+            &with(&[("ClickId", Box::leak("c".repeat(65).into_boxed_str()))]),
+            &[OK_ITEM],
+        );
+        assert!(p.2.contains("at most 64"));
+        let text = Box::leak("t".repeat(65).into_boxed_str());
+        assert!(validate(draft(&with(&[("Text1", text)]), &[OK_ITEM]), &rules()).is_ok());
+        let mut r = rules();
+        r.endpoint = Endpoint::Brand;
+        let ps = problems(&with(&[("Text1", text), ("ClickId", "c")]), &[OK_ITEM], &r);
+        assert!(ps[0].2.contains("at most 64"), "{ps:?}");
+    }
+
+    #[test]
+    fn rule_items_indexed_in_file_order() {
+        let c = validate(
+            draft(
+                OK_ORDER,
+                &[
+                    &[("ItemSku", "A"), ("ItemSubTotal", "1")],
+                    &[("ItemSku", "B"), ("ItemSubTotal", "2")],
+                ],
+            ),
+            &rules(),
+        )
+        .unwrap();
+        let skus: Vec<_> = c.items().iter().map(|i| i[0].1.as_str()).collect();
+        assert_eq!(skus, vec!["A", "B"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let ps = problems(
+            &with(&[("CurrencyCode", "X"), ("CampaignId", "x")]),
+            &[&[("ItemSku", "X"), ("ItemPrice", "-1")]],
+            &rules(),
+        );
+        assert!(ps.len() >= 3, "{ps:?}");
+    }
+}
