@@ -301,9 +301,11 @@ fn apply_env(raw: &mut RawConfig, var: &str, value: String) -> Result<(), String
             raw.impact.endpoint = Some(match value.trim() {
                 "partner" => Endpoint::Partner,
                 "brand" => Endpoint::Brand,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "the environment variable {var} = \"{other}\" must be \"partner\" or \"brand\""
-                )),
+                ))
+                }
             })
         }
         "IMPACT_DROP_DIR" => raw.source.drop_dir = Some(value.into()),

@@ -165,7 +165,7 @@ fn serialize_lines<S: serde::Serializer>(lines: &[LineRef], s: S) -> Result<S::O
 }
 
 /// Validates one draft.
-pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Invalid> {
+pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Invalid>> {
     let OrderDraft {
         order_id,
         campaign_id,
@@ -272,21 +272,21 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Invalid>
         _ => None,
     };
     if !problems.is_empty() {
-        return Err(Invalid {
+        return Err(Box::new(Invalid {
             order_id,
             key,
             lines,
             problems,
-        });
+        }));
     }
     let Some(key) = key else {
         // Unreachable when the required checks above passed; kept as an error, not a panic.
-        return Err(Invalid {
+        return Err(Box::new(Invalid {
             order_id,
             key: None,
             lines,
             problems: vec![missing(first, &[Field::CAMPAIGN_ID])],
-        });
+        }));
     };
     Ok(Conversion {
         key,
@@ -305,24 +305,17 @@ fn set_if_missing(raw: &mut Vec<(Field, String, Option<u64>)>, field: Field, val
 
 fn missing(line: Option<u64>, group: &[Field]) -> Problem {
     let names: Vec<&str> = group.iter().map(|f| f.name()).collect();
-    let (what, how) = match names.as_slice() {
-        [one] => (
-            format!("{one} is missing"),
-            format!("add a {one} column or set [defaults] {one}"),
-        ),
-        [a, b] => (
-            format!("{a} (or {b}) is missing"),
-            format!("add a {a} column or set [defaults] {a}"),
-        ),
-        many => (
-            format!("none of {} is present", many.join(", ")),
-            format!(
-                "impact needs one of them; add a column for one, e.g. {}",
-                many[0]
-            ),
+    let message = match names.as_slice() {
+        [one] => format!("is missing: add a column named {one} or set [defaults] {one}"),
+        [a, b] => {
+            format!("is missing (and so is {b}): add a column named {a} or set [defaults] {a}")
+        }
+        many => format!(
+            "is missing, and so are {}: impact needs one of them; add a column for one",
+            many[1..].join(", ")
         ),
     };
-    Problem::new(line, Some(names[0]), format!("{what}: {how}"))
+    Problem::new(line, Some(names[0]), message)
 }
 
 fn check_item(
@@ -724,7 +717,7 @@ mod tests {
         let ps = problems(OK_ORDER, &[OK_ITEM], &r);
         assert_eq!(ps.len(), 1);
         assert_eq!(ps[0].1, "MediaPartnerId");
-        assert!(ps[0].2.contains("MediaPartnerId (or MediaId) is missing"));
+        assert!(ps[0].2.contains("is missing (and so is MediaId)"), "{ps:?}");
         let no_date = one_problem(&[("OrderId", "A")], &[OK_ITEM]);
         assert_eq!(no_date.1, "EventDate");
     }
@@ -736,7 +729,8 @@ mod tests {
         r.defaults.retain(|(f, _)| *f != Field::MEDIA_PARTNER_ID);
         let ps = problems(OK_ORDER, &[OK_ITEM], &r);
         assert_eq!(ps.len(), 1);
-        assert!(ps[0].2.contains("ClickId"), "{ps:?}");
+        assert_eq!(ps[0].1, "ClickId");
+        assert!(ps[0].2.contains("CustomerId"), "{ps:?}");
         assert!(validate(draft(&with(&[("ClickId", "abc")]), &[OK_ITEM]), &r).is_ok());
     }
 

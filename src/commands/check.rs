@@ -1,0 +1,319 @@
+//! `impact-drop check`: everything up to the request body, nothing sent; human or JSON report.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{CommandError, Outcome};
+use crate::config::Config;
+use crate::impact::form;
+use crate::model::{ConversionKey, Problem};
+use crate::pipeline::{self, FileReport, Stages};
+use crate::read::csv::SkipCounts;
+use crate::validate::{Conversion, Invalid};
+
+/// One valid conversion as `--show` prints it.
+#[derive(Serialize)]
+struct Shown {
+    key: ConversionKey,
+    lines: Vec<u64>,
+    items: usize,
+    body: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<Problem>,
+}
+
+impl Shown {
+    fn of(c: &Conversion) -> Shown {
+        Shown {
+            key: c.key().clone(),
+            lines: c.lines().iter().map(|l| l.line).collect(),
+            items: c.items().len(),
+            body: form::encode(c),
+            warnings: c.warnings().to_vec(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonFile<'a> {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<&'static str>,
+    rows: u64,
+    valid_conversions: u64,
+    valid_rows: u64,
+    invalid_orders: usize,
+    invalid_rows: u64,
+    skipped: SkipCounts,
+    file_problems: &'a [Problem],
+    invalid: &'a [Invalid],
+    row_problems: &'a [Problem],
+    notes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversions: Option<&'a [Shown]>,
+}
+
+#[derive(Serialize, Default)]
+struct Totals {
+    files: usize,
+    unreadable_files: usize,
+    rows: u64,
+    valid_conversions: u64,
+    invalid_orders: usize,
+    invalid_rows: u64,
+}
+
+pub fn run(
+    config: &Config,
+    paths: &[PathBuf],
+    show: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, CommandError> {
+    let stages = Stages::from_config(config);
+    let mut outcome = Outcome::Clean;
+    let mut totals = Totals::default();
+    let mut json_files: Vec<serde_json::Value> = Vec::new();
+    let files = match pipeline::expand_paths(paths) {
+        Ok(f) => f,
+        Err(e) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(Outcome::Fatal);
+        }
+    };
+    if files.is_empty() {
+        writeln!(out, "no export files found in {}", display_list(paths))?;
+        return Ok(Outcome::Clean);
+    }
+    for path in &files {
+        totals.files += 1;
+        let mut shown = Vec::new();
+        let mut on_valid = |c: Conversion| {
+            if show {
+                shown.push(Shown::of(&c));
+            }
+        };
+        let result = pipeline::process_file(&stages, path, &mut on_valid);
+        match result {
+            Err(e) => {
+                outcome = Outcome::Fatal;
+                totals.unreadable_files += 1;
+                if json {
+                    json_files.push(serde_json::json!({
+                        "path": path.display().to_string(),
+                        "error": e.to_string(),
+                    }));
+                } else {
+                    writeln!(out, "error: {e}")?;
+                }
+            }
+            Ok(report) => {
+                if !report.is_clean() {
+                    outcome = outcome.and(Outcome::Problems);
+                }
+                totals.rows += report.rows;
+                totals.valid_conversions += report.valid_conversions;
+                totals.invalid_orders += report.invalid.len();
+                totals.invalid_rows += report.invalid_rows();
+                if json {
+                    let file = JsonFile {
+                        path: report.path.display().to_string(),
+                        error: None,
+                        format: report.kind.map(|k| match k {
+                            crate::read::FileKind::Csv => "csv",
+                            crate::read::FileKind::Jsonl => "jsonl",
+                        }),
+                        rows: report.rows,
+                        valid_conversions: report.valid_conversions,
+                        valid_rows: report.valid_rows,
+                        invalid_orders: report.invalid.len(),
+                        invalid_rows: report.invalid_rows(),
+                        skipped: report.skipped,
+                        file_problems: &report.file_problems,
+                        invalid: &report.invalid,
+                        row_problems: &report.stray_problems,
+                        notes: &report.notes,
+                        conversions: show.then_some(shown.as_slice()),
+                    };
+                    json_files.push(serde_json::to_value(&file).unwrap_or_default());
+                } else {
+                    write_human(out, &report, &shown)?;
+                }
+            }
+        }
+    }
+    if json {
+        let doc = serde_json::json!({
+            "files": json_files,
+            "totals": totals,
+            "exit": outcome.code(),
+        });
+        serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "checked {} file{}: {} rows, {} conversion{} valid, {} order{} invalid ({} rows); \
+             nothing was sent",
+            totals.files,
+            plural(totals.files as u64),
+            totals.rows,
+            totals.valid_conversions,
+            plural(totals.valid_conversions),
+            totals.invalid_orders,
+            plural(totals.invalid_orders as u64),
+            totals.invalid_rows,
+        )?;
+    }
+    Ok(outcome)
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn display_list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `2, 3, 4, 7` → `2-4, 7`.
+pub fn line_ranges(lines: impl IntoIterator<Item = u64>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut run: Option<(u64, u64)> = None;
+    let flush = |r: (u64, u64), parts: &mut Vec<String>| {
+        parts.push(if r.0 == r.1 {
+            r.0.to_string()
+        } else {
+            format!("{}-{}", r.0, r.1)
+        })
+    };
+    for l in lines {
+        run = match run {
+            Some((a, b)) if l == b + 1 => Some((a, l)),
+            Some(r) => {
+                flush(r, &mut parts);
+                Some((l, l))
+            }
+            None => Some((l, l)),
+        };
+    }
+    if let Some(r) = run {
+        flush(r, &mut parts);
+    }
+    parts.join(", ")
+}
+
+fn location(path: &Path, p: &Problem) -> String {
+    let mut s = path.display().to_string();
+    if let Some(l) = p.line {
+        s.push_str(&format!(":{l}"));
+    }
+    s.push_str(": ");
+    if let Some(f) = &p.field {
+        s.push_str(f);
+        s.push_str(": ");
+    }
+    s.push_str(&p.message);
+    s
+}
+
+fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io::Result<()> {
+    let path = r.path.as_path();
+    for s in shown {
+        writeln!(
+            out,
+            "# {}:{} {}, {}",
+            path.display(),
+            line_ranges(s.lines.iter().copied()),
+            s.key,
+            match s.items {
+                0 => "no items".to_owned(),
+                n => format!("{n} item{}", plural(n as u64)),
+            }
+        )?;
+        for w in &s.warnings {
+            writeln!(out, "# warning: {}", location(path, w))?;
+        }
+        writeln!(out, "{}", s.body)?;
+    }
+    let mut summary = format!(
+        "{}: {} row{}, {} conversion{} valid",
+        path.display(),
+        r.rows,
+        plural(r.rows),
+        r.valid_conversions,
+        plural(r.valid_conversions)
+    );
+    if !r.invalid.is_empty() || r.invalid_rows() > 0 {
+        summary.push_str(&format!(
+            ", {} order{} invalid ({} row{})",
+            r.invalid.len(),
+            plural(r.invalid.len() as u64),
+            r.invalid_rows(),
+            plural(r.invalid_rows())
+        ));
+    }
+    let skipped = r.skipped.blank + r.skipped.repeated_headers;
+    if r.skipped.repeated_headers > 0 {
+        summary.push_str(&format!(
+            "; {} repeated header row{} skipped",
+            r.skipped.repeated_headers,
+            plural(r.skipped.repeated_headers)
+        ));
+    } else if skipped > 0 {
+        summary.push_str(&format!(
+            "; {skipped} blank line{} skipped",
+            plural(skipped)
+        ));
+    }
+    writeln!(out, "{summary}")?;
+    for p in &r.file_problems {
+        writeln!(out, "  file refused: {}", location(path, p))?;
+    }
+    for inv in &r.invalid {
+        let what = inv
+            .key
+            .as_ref()
+            .map_or_else(|| format!("OrderId {}", inv.order_id), |k| k.to_string());
+        writeln!(
+            out,
+            "  invalid {what}, line{} {}:",
+            plural(inv.lines.len() as u64),
+            line_ranges(inv.lines.iter().map(|l| l.line))
+        )?;
+        for p in &inv.problems {
+            writeln!(out, "    {}", location(path, p))?;
+        }
+    }
+    for p in &r.stray_problems {
+        writeln!(out, "  invalid row: {}", location(path, p))?;
+    }
+    for n in &r.notes {
+        writeln!(out, "  note: {n}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_ranges_compress_runs() {
+        assert_eq!(line_ranges([2, 3, 4, 7, 9, 10]), "2-4, 7, 9-10");
+        assert_eq!(line_ranges([5]), "5");
+        assert_eq!(line_ranges([]), "");
+    }
+}

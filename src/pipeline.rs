@@ -1,0 +1,312 @@
+//! Wires the stages: read → map → group → validate, for one file at a time.
+//!
+//! This is the only module that knows every stage. Delivery (plan, submit, record, archive)
+//! plugs in behind `process_file`'s callback, which receives each valid conversion as soon as
+//! its file has been read whole (an order is complete only then).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::group::{Grouper, Keying};
+use crate::model::{Field, LineRef, Problem};
+use crate::profile::map::{CsvMapper, JsonMapper};
+use crate::profile::Profile;
+use crate::read::csv::{CsvReader, SkipCounts};
+use crate::read::jsonl::JsonlReader;
+use crate::read::{self, Decoding, FileKind, ReadError};
+use crate::validate::{validate, Conversion, Invalid, Rules};
+
+/// Everything the stages need, built once from the config.
+#[derive(Clone, Debug)]
+pub struct Stages {
+    pub profile: Profile,
+    pub rules: Rules,
+    pub keying: Keying,
+    pub decoding: Decoding,
+    pub delimiter: Option<u8>,
+}
+
+impl Stages {
+    pub fn from_config(config: &Config) -> Stages {
+        let profile = Profile::from_config(config);
+        let mut rules = Rules::new(config.impact.endpoint);
+        rules.defaults = config.defaults.clone();
+        rules.defaults.extend(profile.constants.iter().cloned());
+        rules.item_constants = profile.item_constants.clone();
+        rules.timezone = config.source.timezone;
+        rules.date_formats = config.source.date_formats.clone();
+        rules.allow_event_date_now = config.source.allow_event_date_now;
+        let keying = Keying {
+            event_fields: rules.event_fields(),
+            default_campaign: rules.default_for(Field::CAMPAIGN_ID).map(str::to_owned),
+            default_event: rules
+                .event_fields()
+                .into_iter()
+                .find_map(|f| rules.default_for(f).map(|v| (f, v.to_owned()))),
+        };
+        Stages {
+            profile,
+            rules,
+            keying,
+            decoding: Decoding {
+                encoding: config.source.encoding,
+            },
+            delimiter: config.source.delimiter,
+        }
+    }
+}
+
+/// What reading one file found: every row is counted as valid, invalid or skipped.
+#[derive(Debug, Default)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub kind: Option<FileKind>,
+    /// Data rows (CSV records or non-blank JSON lines), header excluded.
+    pub rows: u64,
+    pub skipped: SkipCounts,
+    pub valid_conversions: u64,
+    pub valid_rows: u64,
+    pub invalid: Vec<Invalid>,
+    /// Rows that belong to no order (no OrderId, unreadable JSON line).
+    pub stray_lines: Vec<LineRef>,
+    pub stray_problems: Vec<Problem>,
+    /// Problems with the file as a whole (header): every row is invalid.
+    pub file_problems: Vec<Problem>,
+    /// Things worth saying that do not make anything invalid.
+    pub notes: Vec<String>,
+}
+
+impl FileReport {
+    pub fn invalid_rows(&self) -> u64 {
+        self.rows - self.valid_rows
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.invalid_rows() == 0 && self.file_problems.is_empty() && self.stray_problems.is_empty()
+    }
+}
+
+/// Reads, maps, groups and validates one file. Each valid conversion goes to `on_valid`;
+/// invalid orders, stray rows and file problems are in the report.
+pub fn process_file(
+    stages: &Stages,
+    path: &Path,
+    on_valid: &mut dyn FnMut(Conversion),
+) -> Result<FileReport, ReadError> {
+    let io_err = |line: u64| {
+        let path = path.to_owned();
+        move |e: std::io::Error| ReadError::Io {
+            path,
+            line,
+            source: e,
+        }
+    };
+    let mut input = read::open(path, stages.decoding)?;
+    let kind = match FileKind::from_path(path) {
+        Some(k) => k,
+        None => sniff_kind(&mut input).map_err(io_err(1))?,
+    };
+    let mut report = FileReport {
+        path: path.to_owned(),
+        kind: Some(kind),
+        ..FileReport::default()
+    };
+    let mut grouper = Grouper::new(stages.keying.clone());
+    match kind {
+        FileKind::Csv => {
+            let Some(mut reader) = CsvReader::new(input, stages.delimiter).map_err(io_err(1))?
+            else {
+                report.notes.push("empty file: nothing to do".into());
+                return Ok(report);
+            };
+            let mut mapper = CsvMapper::new(&stages.profile, reader.header());
+            report.file_problems = std::mem::take(&mut mapper.file_problems);
+            report
+                .file_problems
+                .extend(missing_columns(stages, &mapper, reader.header()));
+            if !mapper.unused.is_empty() {
+                report.notes.push(format!(
+                    "columns not used by the \"{}\" profile: {}",
+                    stages.profile.name,
+                    mapper.unused.join(", ")
+                ));
+            }
+            let refuse = !report.file_problems.is_empty();
+            let mut last_line = reader.header().line;
+            loop {
+                let next = reader.next_record().map_err(io_err(last_line + 1))?;
+                let Some((line, hash, record)) = next else {
+                    break;
+                };
+                last_line = line;
+                report.rows += 1;
+                if !refuse {
+                    grouper.push(mapper.map(line, hash, record));
+                }
+            }
+            report.skipped = reader.skipped;
+            if report.rows == 0 && !refuse {
+                report
+                    .notes
+                    .push("header only, no rows: nothing to do".into());
+            }
+        }
+        FileKind::Jsonl => {
+            let mut reader = JsonlReader::new(input);
+            let mut mapper = JsonMapper::new(&stages.profile);
+            let mut last_line = 0;
+            loop {
+                let next = reader.next_record().map_err(io_err(last_line + 1))?;
+                let Some((line, hash, parsed)) = next else {
+                    break;
+                };
+                last_line = line;
+                report.rows += 1;
+                match parsed {
+                    Ok(obj) => grouper.push(mapper.map(line, hash, &obj)),
+                    Err(message) => {
+                        report.stray_lines.push(LineRef { line, hash });
+                        report
+                            .stray_problems
+                            .push(Problem::new(Some(line), None, message));
+                    }
+                }
+            }
+            report.skipped = reader.skipped;
+            for p in mapper.never_seen() {
+                report.notes.push(p.to_string());
+            }
+            if report.rows == 0 {
+                report.notes.push("no JSON lines: nothing to do".into());
+            }
+        }
+    }
+    let (drafts, strays) = grouper.finish();
+    report.stray_lines.extend(strays.lines);
+    report.stray_problems.extend(strays.problems);
+    report.stray_problems.sort_by_key(|p| p.line);
+    for draft in drafts {
+        match validate(draft, &stages.rules) {
+            Ok(conversion) => {
+                report.valid_conversions += 1;
+                report.valid_rows += conversion.lines().len() as u64;
+                on_valid(conversion);
+            }
+            Err(invalid) => report.invalid.push(*invalid),
+        }
+    }
+    Ok(report)
+}
+
+/// Required fields no column gives and no default or constant supplies: every row would fail
+/// the same way, so the file is refused once, naming the field and the columns it has.
+fn missing_columns(
+    stages: &Stages,
+    mapper: &CsvMapper,
+    header: &crate::read::csv::Header,
+) -> Vec<Problem> {
+    stages
+        .rules
+        .required()
+        .into_iter()
+        .filter(|group| {
+            !group
+                .iter()
+                .any(|f| mapper.has(*f) || stages.rules.default_for(*f).is_some())
+        })
+        .map(|group| {
+            let names: Vec<&str> = group.iter().map(|f| f.name()).collect();
+            let what = if names.len() == 1 {
+                names[0].to_owned()
+            } else {
+                format!("any of {}", names.join(", "))
+            };
+            Problem::new(
+                Some(header.line),
+                Some(names[0]),
+                format!(
+                    "no column gives {what} (the columns are: {}); name a column {}, map one \
+                     in [mapping] ({} = \"Your Column\") or set it in [defaults]",
+                    header.names.join(", "),
+                    names[0],
+                    names[0]
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A file without a known extension: JSONL if its first non-blank byte is `{`, else CSV.
+fn sniff_kind(input: &mut Box<dyn BufRead + Send>) -> std::io::Result<FileKind> {
+    let head = input.fill_buf()?;
+    Ok(match head.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => FileKind::Jsonl,
+        _ => FileKind::Csv,
+    })
+}
+
+/// Names that are never exports: dotfiles and the temp names upload clients write.
+pub fn is_temp_name(name: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        ".part",
+        ".filepart",
+        ".tmp",
+        ".partial",
+        "~",
+        ".swp",
+        ".crdownload",
+    ];
+    name.starts_with('.') || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// The files a list of paths names: files as given; directories expanded (not recursively)
+/// to the exports inside them, sorted by name, temp names skipped.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| ReadError::Open {
+                path: p.clone(),
+                source: e,
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|f| f.is_file())
+                .filter(|f| {
+                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+                    !is_temp_name(name) && FileKind::from_path(f).is_some()
+                })
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognised() {
+        for n in [
+            ".orders.csv",
+            "orders.csv.part",
+            "a.filepart",
+            "x.tmp",
+            "y.partial",
+            "z.csv~",
+            ".z.swp",
+        ] {
+            assert!(is_temp_name(n), "{n}");
+        }
+        for n in ["orders.csv", "orders_export (1).csv", "a.jsonl"] {
+            assert!(!is_temp_name(n), "{n}");
+        }
+    }
+}
