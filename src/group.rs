@@ -30,13 +30,22 @@ struct Variant {
     line: u64,
 }
 
+/// One row of an order, as kept until the file ends: 48 bytes plus its item.
+struct Entry {
+    hash: crate::model::LineHash,
+    line: u64,
+    /// The variant its order cells match.
+    variant: u32,
+    /// The row's first item (CSV rows have at most one).
+    item: Option<FieldSet>,
+}
+
+/// The rows of one OrderId. Rare things (further items of a JSON line, problems) live in
+/// the grouper's side lists instead, so the common bucket stays small.
 #[derive(Default)]
 struct Bucket {
     variants: Vec<Variant>,
-    /// Each row: its line ref and the variant its order cells match.
-    rows: Vec<(LineRef, u32)>,
-    items: Vec<(u64, u32, FieldSet)>,
-    problems: Vec<(u32, Problem)>,
+    rows: Vec<Entry>,
 }
 
 /// Rows that cannot belong to any order (no OrderId), kept so every row is accounted for.
@@ -46,10 +55,18 @@ pub struct Strays {
     pub problems: Vec<Problem>,
 }
 
-/// Collects rows; [`Grouper::finish`] yields the drafts.
+/// Collects rows; [`Grouper::finish_each`] hands out the drafts.
 pub struct Grouper {
     keying: Keying,
-    buckets: HashMap<Box<str>, Bucket>,
+    /// OrderId → index in `buckets`. foldhash is fast and seeded per process, so crafted
+    /// OrderIds cannot force collisions.
+    index: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    /// In order of first appearance.
+    buckets: Vec<Bucket>,
+    /// `(bucket, line, variant, item)` for items beyond a row's first.
+    extra_items: Vec<(u32, u64, u32, FieldSet)>,
+    /// `(bucket, variant, problem)`.
+    problems: Vec<(u32, u32, Problem)>,
     strays: Strays,
 }
 
@@ -60,18 +77,20 @@ impl Grouper {
     pub fn new(keying: Keying) -> Grouper {
         Grouper {
             keying,
-            buckets: HashMap::new(),
+            index: HashMap::default(),
+            buckets: Vec::new(),
+            extra_items: Vec::new(),
+            problems: Vec::new(),
             strays: Strays::default(),
         }
     }
 
     pub fn push(&mut self, row: Row) {
-        let line = LineRef {
-            line: row.line,
-            hash: row.hash,
-        };
         let Some(order_id) = row.order.get(Field::ORDER_ID) else {
-            self.strays.lines.push(line);
+            self.strays.lines.push(LineRef {
+                line: row.line,
+                hash: row.hash,
+            });
             if row.problems.is_empty() {
                 self.strays.problems.push(Problem::at(
                     row.line,
@@ -83,10 +102,16 @@ impl Grouper {
             self.strays.problems.extend(row.problems);
             return;
         };
-        let bucket = match self.buckets.get_mut(order_id) {
-            Some(b) => b,
-            None => self.buckets.entry(order_id.into()).or_default(),
+        let b = match self.index.get(order_id) {
+            Some(&b) => b,
+            None => {
+                let b = self.buckets.len() as u32;
+                self.index.insert(order_id.into(), b);
+                self.buckets.push(Bucket::default());
+                b
+            }
         };
+        let bucket = &mut self.buckets[b as usize];
         let found = bucket
             .variants
             .iter()
@@ -104,23 +129,61 @@ impl Grouper {
                 (bucket.variants.len() - 1) as u32
             }
         };
-        bucket.rows.push((line, variant));
-        for item in row.items {
-            bucket.items.push((row.line, variant, item));
+        let mut items = row.items.into_iter();
+        bucket.rows.push(Entry {
+            hash: row.hash,
+            line: row.line,
+            variant,
+            item: items.next(),
+        });
+        for item in items {
+            self.extra_items.push((b, row.line, variant, item));
         }
         for p in row.problems {
-            bucket.problems.push((variant, p));
+            self.problems.push((b, variant, p));
         }
     }
 
-    /// The order drafts, sorted by their first line, and the rows that had no OrderId.
-    pub fn finish(self) -> (Vec<OrderDraft>, Strays) {
-        let mut drafts = Vec::with_capacity(self.buckets.len());
-        for (order_id, bucket) in self.buckets {
-            split_bucket(&self.keying, &order_id, bucket, &mut drafts);
+    /// Hands each order draft to `f`, orders in order of first appearance, freeing each
+    /// order's rows as it goes; returns the rows that had no OrderId.
+    pub fn finish_each(self, mut f: impl FnMut(OrderDraft)) -> Strays {
+        let Grouper {
+            keying,
+            index,
+            buckets,
+            mut extra_items,
+            mut problems,
+            strays,
+        } = self;
+        let mut ids: Vec<Box<str>> = vec![Box::from(""); buckets.len()];
+        for (id, b) in index {
+            ids[b as usize] = id;
         }
-        drafts.sort_by_key(|d| (d.first_line(), d.campaign_id.clone(), d.event.clone()));
-        (drafts, self.strays)
+        extra_items.sort_by_key(|e| e.0);
+        problems.sort_by_key(|p| p.0);
+        let mut extra_items = extra_items.into_iter().peekable();
+        let mut problems = problems.into_iter().peekable();
+        for (b, (bucket, order_id)) in buckets.into_iter().zip(ids).enumerate() {
+            let b = b as u32;
+            let mut extras = Vec::new();
+            while let Some(e) = extra_items.next_if(|e| e.0 == b) {
+                extras.push((e.1, e.2, e.3));
+            }
+            let mut ps = Vec::new();
+            while let Some(p) = problems.next_if(|p| p.0 == b) {
+                ps.push((p.1, p.2));
+            }
+            split_bucket(&keying, &order_id, bucket, extras, ps, &mut f);
+        }
+        strays
+    }
+
+    /// All drafts, sorted by their first line.
+    pub fn finish(self) -> (Vec<OrderDraft>, Strays) {
+        let mut drafts = Vec::new();
+        let strays = self.finish_each(|d| drafts.push(d));
+        drafts.sort_by_key(OrderDraft::first_line);
+        (drafts, strays)
     }
 }
 
@@ -143,13 +206,15 @@ fn event_of(keying: &Keying, set: &FieldSet) -> Option<(Field, String)> {
 }
 
 /// Splits one OrderId's rows into conversions by their resolved key, and merges each.
-fn split_bucket(keying: &Keying, order_id: &str, bucket: Bucket, out: &mut Vec<OrderDraft>) {
-    let Bucket {
-        variants,
-        rows,
-        items,
-        problems,
-    } = bucket;
+fn split_bucket(
+    keying: &Keying,
+    order_id: &str,
+    bucket: Bucket,
+    extra_items: Vec<(u64, u32, FieldSet)>,
+    problems: Vec<(u32, Problem)>,
+    out: &mut impl FnMut(OrderDraft),
+) {
+    let Bucket { variants, rows } = bucket;
 
     // The distinct explicit key values among the order's rows, with a line that has each.
     let mut campaigns: BTreeMap<String, u64> = BTreeMap::new();
@@ -223,10 +288,17 @@ fn split_bucket(keying: &Keying, order_id: &str, bucket: Bucket, out: &mut Vec<O
             problems: Vec::new(),
         })
         .collect();
-    for (line, v) in rows {
-        drafts[part_of[v as usize]].lines.push(line);
+    for e in rows {
+        let draft = &mut drafts[part_of[e.variant as usize]];
+        draft.lines.push(LineRef {
+            line: e.line,
+            hash: e.hash,
+        });
+        if let Some(item) = e.item {
+            draft.items.push((e.line, item));
+        }
     }
-    for (line, v, item) in items {
+    for (line, v, item) in extra_items {
         drafts[part_of[v as usize]].items.push((line, item));
     }
     for (v, p) in problems.into_iter().chain(extra) {
@@ -268,7 +340,9 @@ fn split_bucket(keying: &Keying, order_id: &str, bucket: Bucket, out: &mut Vec<O
             .problems
             .sort_by(|a, b| a.line.cmp(&b.line).then(a.message.cmp(&b.message)));
     }
-    out.extend(drafts);
+    for d in drafts {
+        out(d);
+    }
 }
 
 fn ambiguous(line: u64, order_id: &str, what: &str, seen: &BTreeMap<String, u64>) -> Problem {

@@ -185,6 +185,22 @@ impl Field {
     pub const EVENT_DATE: Field = Field(7);
     pub const CURRENCY_CODE: Field = Field(8);
     pub const AMOUNT: Field = Field(9);
+    pub const ITEM_SKU: Field = Field::item_at(0);
+    pub const ITEM_QUANTITY: Field = Field::item_at(6);
+    pub const ITEM_PRICE: Field = Field::item_at(7);
+    pub const ITEM_SUBTOTAL: Field = Field::item_at(8);
+
+    /// The item field at `i` in [`ITEM_FIELDS`]: item fields follow the order fields and the
+    /// numbered families in the catalog.
+    const fn item_at(i: usize) -> Field {
+        let mut families = 0;
+        let mut f = 0;
+        while f < FAMILIES.len() {
+            families += FAMILIES[f].1;
+            f += 1;
+        }
+        Field((ORDER_FIELDS.len() + families + i) as u8)
+    }
 
     /// Looks a field up by its API name, loosely (see [`fold_name`]).
     pub fn lookup(name: &str) -> Option<Field> {
@@ -487,6 +503,10 @@ mod tests {
         assert_eq!(Field::CURRENCY_CODE.name(), "CurrencyCode");
         assert_eq!(Field::AMOUNT.name(), "Amount");
         assert!(Field::CAMPAIGN_ID < Field::ORDER_ID && Field::ORDER_ID < Field::EVENT_DATE);
+        assert_eq!(Field::ITEM_SKU.name(), "ItemSku");
+        assert_eq!(Field::ITEM_QUANTITY.name(), "ItemQuantity");
+        assert_eq!(Field::ITEM_PRICE.name(), "ItemPrice");
+        assert_eq!(Field::ITEM_SUBTOTAL.name(), "ItemSubTotal");
     }
 
     #[test]

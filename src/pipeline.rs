@@ -182,20 +182,23 @@ pub fn process_file(
             }
         }
     }
-    let (drafts, strays) = grouper.finish();
+    // Orders are complete only now; each is validated and handed on, then freed.
+    let rules = &stages.rules;
+    let (mut valid_conversions, mut valid_rows, mut invalid) = (0u64, 0u64, Vec::new());
+    let strays = grouper.finish_each(|draft| match validate(draft, rules) {
+        Ok(conversion) => {
+            valid_conversions += 1;
+            valid_rows += conversion.lines().len() as u64;
+            on_valid(conversion);
+        }
+        Err(inv) => invalid.push(*inv),
+    });
+    report.valid_conversions = valid_conversions;
+    report.valid_rows = valid_rows;
+    report.invalid = invalid;
     report.stray_lines.extend(strays.lines);
     report.stray_problems.extend(strays.problems);
     report.stray_problems.sort_by_key(|p| p.line);
-    for draft in drafts {
-        match validate(draft, &stages.rules) {
-            Ok(conversion) => {
-                report.valid_conversions += 1;
-                report.valid_rows += conversion.lines().len() as u64;
-                on_valid(conversion);
-            }
-            Err(invalid) => report.invalid.push(*invalid),
-        }
-    }
     Ok(report)
 }
 

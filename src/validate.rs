@@ -6,7 +6,9 @@
 //! `Amount` with items, never `ItemPrice` with `ItemSubTotal`, text length limits. This module
 //! is the only place a `Conversion` is made: holding one means it passed.
 
+use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use chrono::{
     DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone,
@@ -64,29 +66,37 @@ impl Rules {
     }
 
     /// Required fields as groups: each group needs at least one of its fields.
-    pub fn required(&self) -> Vec<Vec<Field>> {
+    pub fn required(&self) -> &'static [Vec<Field>] {
+        static PARTNER: OnceLock<Vec<Vec<Field>>> = OnceLock::new();
+        static BRAND: OnceLock<Vec<Vec<Field>>> = OnceLock::new();
         let one = |f: Field| vec![f];
-        let mut groups = vec![
-            one(Field::CAMPAIGN_ID),
-            one(Field::EVENT_DATE),
-            one(Field::ORDER_ID),
-        ];
         match self.endpoint {
-            Endpoint::Partner => {
-                groups.insert(1, one(Field::ACTION_TRACKER_ID));
-                groups.push(vec![Field::MEDIA_PARTNER_ID, Field::MEDIA_ID]);
-            }
-            Endpoint::Brand => {
-                groups.insert(1, self.event_fields());
-                groups.push(
+            Endpoint::Partner => PARTNER.get_or_init(|| {
+                vec![
+                    one(Field::CAMPAIGN_ID),
+                    one(Field::ACTION_TRACKER_ID),
+                    one(Field::EVENT_DATE),
+                    one(Field::ORDER_ID),
+                    vec![Field::MEDIA_PARTNER_ID, Field::MEDIA_ID],
+                ]
+            }),
+            Endpoint::Brand => BRAND.get_or_init(|| {
+                vec![
+                    one(Field::CAMPAIGN_ID),
+                    vec![
+                        Field::ACTION_TRACKER_ID,
+                        Field::EVENT_TYPE_ID,
+                        Field::EVENT_TYPE_CODE,
+                    ],
+                    one(Field::EVENT_DATE),
+                    one(Field::ORDER_ID),
                     ATTRIBUTION_KEYS
                         .iter()
                         .filter_map(|n| Field::named(n))
                         .collect(),
-                );
-            }
+                ]
+            }),
         }
-        groups
     }
 }
 
@@ -110,8 +120,8 @@ const ATTRIBUTION_KEYS: &[&str] = &[
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conversion {
     key: ConversionKey,
-    fields: Vec<(Field, String)>,
-    items: Vec<Vec<(Field, String)>>,
+    fields: FieldSet,
+    items: Vec<FieldSet>,
     lines: Vec<LineRef>,
     warnings: Vec<Problem>,
 }
@@ -122,12 +132,12 @@ impl Conversion {
     }
 
     /// Order-level fields in encoding order.
-    pub fn fields(&self) -> &[(Field, String)] {
-        &self.fields
+    pub fn fields(&self) -> impl Iterator<Item = (Field, &str)> {
+        self.fields.iter()
     }
 
     /// Items in file order; each item's fields in encoding order.
-    pub fn items(&self) -> &[Vec<(Field, String)>] {
+    pub fn items(&self) -> &[FieldSet] {
         &self.items
     }
 
@@ -142,10 +152,7 @@ impl Conversion {
     }
 
     pub fn get(&self, field: Field) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(f, _)| *f == field)
-            .map(|(_, v)| v.as_str())
+        self.fields.get(field)
     }
 }
 
@@ -178,27 +185,26 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
     let first = lines.first().map(|l| l.line);
     let mut warnings = Vec::new();
 
-    // Order-level values: the export's, then constants/defaults for what it lacks.
-    let mut raw: Vec<(Field, String, Option<u64>)> = order
-        .iter()
-        .map(|(f, v)| (f, v.to_owned(), first))
-        .collect();
-    for (f, v) in &rules.defaults {
-        if !raw.iter().any(|(g, _, _)| g == f) {
-            raw.push((*f, v.clone(), None));
+    // Order-level values: the export's, then constants/defaults for what it lacks, then the
+    // key parts as `group` resolved them (a blank cell that took another row's value).
+    let mut raw: Vec<(Field, &str, Option<u64>)> =
+        order.iter().map(|(f, v)| (f, v, first)).collect();
+    let resolved = campaign_id
+        .as_deref()
+        .map(|c| (Field::CAMPAIGN_ID, c))
+        .into_iter()
+        .chain(event.as_ref().map(|(f, v)| (*f, v.as_str())));
+    let defaults = rules.defaults.iter().rev().map(|(f, v)| (*f, v.as_str()));
+    let fallbacks = resolved.chain(defaults);
+    for (f, v) in fallbacks {
+        if !raw.iter().any(|(g, _, _)| *g == f) {
+            raw.push((f, v, None));
         }
     }
-    // The key parts as `group` resolved them (a blank cell that took another row's value).
-    if let Some(c) = &campaign_id {
-        set_if_missing(&mut raw, Field::CAMPAIGN_ID, c);
-    }
-    if let Some((f, v)) = &event {
-        set_if_missing(&mut raw, *f, v);
-    }
 
-    let mut fields: Vec<(Field, String)> = Vec::with_capacity(raw.len());
+    let mut fields: Vec<(Field, Cow<str>)> = Vec::with_capacity(raw.len());
     for (field, value, line) in raw {
-        match check_value(field, &value, rules) {
+        match check_value(field, value, rules) {
             Ok(Checked::Value(v)) => fields.push((field, v)),
             Ok(Checked::Warned(v, w)) => {
                 warnings.push(Problem::new(line, Some(field.name()), w));
@@ -241,8 +247,7 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
     let has_money = fields.iter().any(|(f, _)| f.kind() == Kind::Money)
         || out_items
             .iter()
-            .flatten()
-            .any(|(f, _)| f.kind() == Kind::Money);
+            .any(|item| item.iter().any(|(f, _)| f.kind() == Kind::Money));
     if has_money
         && !fields.iter().any(|(f, _)| *f == Field::CURRENCY_CODE)
         && !problems
@@ -257,7 +262,12 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
         ));
     }
 
-    let value_of = |f: Field| fields.iter().find(|(g, _)| *g == f).map(|(_, v)| v.clone());
+    let value_of = |f: Field| {
+        fields
+            .iter()
+            .find(|(g, _)| *g == f)
+            .map(|(_, v)| v.to_string())
+    };
     let key = match (
         value_of(Field::CAMPAIGN_ID),
         &event,
@@ -290,17 +300,11 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
     };
     Ok(Conversion {
         key,
-        fields,
+        fields: FieldSet::from_pairs(fields.iter().map(|(f, v)| (*f, v.as_ref()))),
         items: out_items,
         lines,
         warnings,
     })
-}
-
-fn set_if_missing(raw: &mut Vec<(Field, String, Option<u64>)>, field: Field, value: &str) {
-    if !raw.iter().any(|(f, _, _)| *f == field) {
-        raw.push((field, value.to_owned(), None));
-    }
 }
 
 fn missing(line: Option<u64>, group: &[Field]) -> Problem {
@@ -318,13 +322,9 @@ fn missing(line: Option<u64>, group: &[Field]) -> Problem {
     Problem::new(line, Some(names[0]), message)
 }
 
-fn check_item(
-    line: u64,
-    set: &FieldSet,
-    rules: &Rules,
-) -> Result<Vec<(Field, String)>, Vec<Problem>> {
+fn check_item(line: u64, set: &FieldSet, rules: &Rules) -> Result<FieldSet, Vec<Problem>> {
     let mut problems = Vec::new();
-    let mut item: Vec<(Field, String)> = Vec::new();
+    let mut item: Vec<(Field, Cow<str>)> = Vec::new();
     let constants = rules
         .item_constants
         .iter()
@@ -337,12 +337,12 @@ fn check_item(
         }
     }
     // Present in the row or as a constant, valid or not (an invalid one is reported already).
-    let has = |name: &str| {
-        Field::item(name).is_some_and(|f| {
-            set.get(f).is_some() || rules.item_constants.iter().any(|(g, _)| *g == f)
-        })
-    };
-    let (price, subtotal, quantity) = (has("Price"), has("SubTotal"), has("Quantity"));
+    let has = |f: Field| set.get(f).is_some() || rules.item_constants.iter().any(|(g, _)| *g == f);
+    let (price, subtotal, quantity) = (
+        has(Field::ITEM_PRICE),
+        has(Field::ITEM_SUBTOTAL),
+        has(Field::ITEM_QUANTITY),
+    );
     if price && subtotal {
         problems.push(Problem::at(
             line,
@@ -364,43 +364,45 @@ fn check_item(
             "is missing: every item needs ItemPrice and ItemQuantity, or ItemSubTotal",
         ));
     }
-    if let Some(q) = Field::item("Quantity") {
-        if let Some((_, v)) = item.iter().find(|(f, _)| *f == q) {
-            if v.trim_start_matches('0').is_empty() {
-                problems.push(Problem::at(
-                    line,
-                    q,
-                    "is 0: an item needs a quantity of at least 1 (leave items that were \
-                     removed out of the export)",
-                ));
-            }
+    if let Some((_, v)) = item.iter().find(|(f, _)| *f == Field::ITEM_QUANTITY) {
+        if v.trim_start_matches('0').is_empty() {
+            problems.push(Problem::at(
+                line,
+                Field::ITEM_QUANTITY,
+                "is 0: an item needs a quantity of at least 1 (leave items that were removed \
+                 out of the export)",
+            ));
         }
     }
     if problems.is_empty() {
         item.sort_by_key(|(f, _)| *f);
-        Ok(item)
+        Ok(FieldSet::from_pairs(
+            item.iter().map(|(f, v)| (*f, v.as_ref())),
+        ))
     } else {
         Err(problems)
     }
 }
 
-enum Checked {
-    Value(String),
+enum Checked<'a> {
+    Value(Cow<'a, str>),
     /// Accepted, with something the operator should know.
-    Warned(String, String),
+    Warned(Cow<'a, str>, String),
 }
 
 /// Checks and normalises one value by its field's kind. The error is a sentence saying what
 /// is wrong and what to do.
-fn check_value(field: Field, value: &str, rules: &Rules) -> Result<Checked, String> {
+fn check_value<'a>(field: Field, value: &'a str, rules: &Rules) -> Result<Checked<'a>, String> {
     let value = value.trim();
     match field.kind() {
         Kind::Int => check_int(value).map(Checked::Value),
         Kind::Money => check_decimal(value, false).map(Checked::Value),
         Kind::Decimal => check_decimal(value, true).map(Checked::Value),
         Kind::Currency => {
-            if value.len() == 3 && value.bytes().all(|b| b.is_ascii_alphabetic()) {
-                Ok(Checked::Value(value.to_ascii_uppercase()))
+            if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
+                Ok(Checked::Value(Cow::Borrowed(value)))
+            } else if value.len() == 3 && value.bytes().all(|b| b.is_ascii_alphabetic()) {
+                Ok(Checked::Value(Cow::Owned(value.to_ascii_uppercase())))
             } else {
                 Err(format!(
                     "\"{value}\" is not a three-letter ISO 4217 currency code (USD, EUR, GBP, …)"
@@ -410,7 +412,7 @@ fn check_value(field: Field, value: &str, rules: &Rules) -> Result<Checked, Stri
         Kind::Date => {
             if field == Field::EVENT_DATE && value.eq_ignore_ascii_case("NOW") {
                 return if rules.allow_event_date_now {
-                    Ok(Checked::Value("NOW".into()))
+                    Ok(Checked::Value(Cow::Borrowed("NOW")))
                 } else {
                     Err(
                         "is NOW: impact would date the sale when it receives it, which is wrong \
@@ -421,7 +423,7 @@ fn check_value(field: Field, value: &str, rules: &Rules) -> Result<Checked, Stri
                 };
             }
             let (dt, warning) = parse_date(value, rules.timezone, &rules.date_formats)?;
-            let text = dt.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+            let text = Cow::Owned(dt.to_rfc3339_opts(SecondsFormat::AutoSi, false));
             Ok(match warning {
                 Some(w) => Checked::Warned(text, w),
                 None => Checked::Value(text),
@@ -442,7 +444,7 @@ fn check_value(field: Field, value: &str, rules: &Rules) -> Result<Checked, Stri
             if field == Field::ORDER_ID {
                 excel_number(value)?;
             }
-            Ok(Checked::Value(value.to_owned()))
+            Ok(Checked::Value(Cow::Borrowed(value)))
         }
     }
 }
@@ -467,9 +469,9 @@ fn excel_number(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_int(value: &str) -> Result<String, String> {
+fn check_int(value: &str) -> Result<Cow<'_, str>, String> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(value.to_owned());
+        return Ok(Cow::Borrowed(value));
     }
     excel_number(value)?;
     if let Some(whole) = value
@@ -485,7 +487,7 @@ fn check_int(value: &str) -> Result<String, String> {
     Err(format!("\"{value}\" must be a whole number (digits only)"))
 }
 
-fn check_decimal(value: &str, allow_negative: bool) -> Result<String, String> {
+fn check_decimal(value: &str, allow_negative: bool) -> Result<Cow<'_, str>, String> {
     let body = value.strip_prefix('-').unwrap_or(value);
     let negative = body.len() != value.len();
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
@@ -513,10 +515,18 @@ fn check_decimal(value: &str, allow_negative: bool) -> Result<String, String> {
              the row out or fix the amount"
         ));
     }
+    // Already canonical (no sign, no leading zero, within Decimal's 28 digits): as written.
+    let canonical = !negative
+        && !int.is_empty()
+        && (int == "0" || !int.starts_with('0'))
+        && int.len() + frac.len() <= 28;
+    if canonical {
+        return Ok(Cow::Borrowed(value));
+    }
     let d = Decimal::from_str(value)
         .map_err(|_| format!("\"{value}\" has too many digits for an amount"))?;
     let d = if d.is_zero() { d.abs() } else { d };
-    Ok(d.to_string())
+    Ok(Cow::Owned(d.to_string()))
 }
 
 /// Offset-carrying shapes real exports use, tried after RFC 3339 itself.
@@ -982,7 +992,11 @@ mod tests {
             &rules(),
         )
         .unwrap();
-        let skus: Vec<_> = c.items().iter().map(|i| i[0].1.as_str()).collect();
+        let skus: Vec<_> = c
+            .items()
+            .iter()
+            .map(|i| i.get(Field::ITEM_SKU).unwrap())
+            .collect();
         assert_eq!(skus, vec!["A", "B"]);
     }
 

@@ -86,7 +86,7 @@ fn outcome(stages: &Stages, path: &Path, rows: &[String]) -> Outcome {
     std::fs::write(path, text).unwrap();
     let mut valid = BTreeMap::new();
     let report = process_file(stages, path, &mut |c| {
-        let order: Vec<String> = c.fields().iter().map(|(f, v)| format!("{f}={v}")).collect();
+        let order: Vec<String> = c.fields().map(|(f, v)| format!("{f}={v}")).collect();
         let mut items: Vec<String> = c
             .items()
             .iter()

@@ -36,7 +36,7 @@ pub fn encode(conversion: &Conversion) -> String {
         pair(field.name(), None, value);
     }
     for (i, item) in conversion.items().iter().enumerate() {
-        for (field, value) in item {
+        for (field, value) in item.iter() {
             pair(field.name(), Some(i + 1), value);
         }
     }
