@@ -212,7 +212,7 @@ fn missing_columns(
     stages
         .rules
         .required()
-        .into_iter()
+        .iter()
         .filter(|group| {
             !group
                 .iter()

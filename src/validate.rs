@@ -223,7 +223,7 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
                     .any(|p| p.field.as_deref() == Some(f.name()))
             });
         if !present {
-            problems.push(missing(first, &group));
+            problems.push(missing(first, group));
         }
     }
 
