@@ -145,16 +145,15 @@ fn memchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }
 
-/// Reads a whole small file; used only where content is known to be small.
-pub fn read_small(mut r: impl Read) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_small(mut r: impl Read) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v)?;
+        Ok(v)
+    }
 
     fn decoded(bytes: &'static [u8], decoding: Decoding) -> Vec<u8> {
         read_small(decode(bytes, decoding).unwrap()).unwrap()
