@@ -22,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod group;
 pub mod impact;
+pub mod ledger;
 pub mod model;
 pub mod pipeline;
 pub mod profile;

@@ -1,0 +1,111 @@
+//! The ledger's schema as an ordered list of migrations, applied by `PRAGMA user_version`.
+//!
+//! Rules (cargo's): never remove or edit a migration that has shipped; only append. Each runs
+//! with the version bump inside one exclusive transaction, so a crash leaves the old version.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: files, conversions, lines, runs, replays.
+    r#"
+    CREATE TABLE files (
+        id             INTEGER PRIMARY KEY,
+        content_hash   TEXT NOT NULL,
+        path           TEXT NOT NULL,
+        size           INTEGER NOT NULL,
+        mtime          TEXT,
+        state          TEXT NOT NULL CHECK (state IN ('processing', 'done', 'duplicate')),
+        duplicate_of   INTEGER REFERENCES files(id),
+        rows           INTEGER NOT NULL DEFAULT 0,
+        skipped_lines  INTEGER NOT NULL DEFAULT 0,
+        invalid_orders INTEGER NOT NULL DEFAULT 0,
+        archived_to    TEXT,
+        rejects_path   TEXT,
+        first_seen     TEXT NOT NULL,
+        finished_at    TEXT
+    );
+    CREATE INDEX files_by_hash ON files(content_hash);
+    CREATE INDEX files_by_state ON files(state);
+
+    CREATE TABLE conversions (
+        id              INTEGER PRIMARY KEY,
+        campaign_id     TEXT NOT NULL,
+        event_field     TEXT NOT NULL,
+        event_id        TEXT NOT NULL,
+        order_id        TEXT NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'rejected')),
+        body            TEXT NOT NULL,
+        payload_hash    TEXT NOT NULL,
+        file_id         INTEGER NOT NULL REFERENCES files(id),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error      TEXT,
+        queued_uri      TEXT,
+        warnings        TEXT,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        accepted_at     TEXT,
+        UNIQUE (campaign_id, event_field, event_id, order_id)
+    );
+    CREATE INDEX conversions_due ON conversions(state, next_attempt_at);
+
+    CREATE TABLE lines (
+        file_id       INTEGER NOT NULL REFERENCES files(id),
+        line          INTEGER NOT NULL,
+        hash          BLOB NOT NULL,
+        conversion_id INTEGER REFERENCES conversions(id),
+        outcome       TEXT NOT NULL,
+        reason        TEXT,
+        PRIMARY KEY (file_id, line)
+    ) WITHOUT ROWID;
+    CREATE INDEX lines_by_hash ON lines(hash);
+    CREATE INDEX lines_by_conversion ON lines(conversion_id);
+
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        command     TEXT NOT NULL,
+        user        TEXT NOT NULL,
+        args        TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        summary     TEXT
+    );
+
+    CREATE TABLE replays (
+        id              INTEGER PRIMARY KEY,
+        run_id          INTEGER NOT NULL REFERENCES runs(id),
+        file_id         INTEGER NOT NULL REFERENCES files(id),
+        user            TEXT NOT NULL,
+        at              TEXT NOT NULL,
+        resend_accepted INTEGER NOT NULL,
+        queued          INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// Applies the migrations the database lacks.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_set_the_version() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        migrate(&mut c).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+}
