@@ -86,6 +86,7 @@ pub struct Config {
     /// `[mapping]`: API field → column/path/constant, on top of the chosen profile.
     pub mapping: Vec<(Field, Source)>,
     pub ledger: LedgerConfig,
+    pub archive: ArchiveConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +114,24 @@ pub struct ImpactConfig {
     pub auth_token_file: Option<PathBuf>,
     /// From `IMPACT_AUTH_TOKEN`, when set.
     auth_token_env: Option<Secret>,
+    /// POSTs in flight at once.
+    pub max_in_flight: usize,
+    /// The account's request budget; 0 turns pacing off (only sensible for a local sandbox).
+    pub requests_per_hour: u32,
+    pub connect_timeout_secs: u64,
+    pub timeout_secs: u64,
+    /// How long `run` and `send` keep retrying while impact is unavailable before leaving
+    /// the rest pending for the next run.
+    pub give_up_after_secs: u64,
+    /// The longest wait between retries of one conversion.
+    pub retry_cap_secs: u64,
+}
+
+/// `[archive]`: where finished files go.
+#[derive(Clone, Debug)]
+pub struct ArchiveConfig {
+    /// Finished files move to `<dir>/YYYY-MM-DD/`; relative to the drop folder.
+    pub dir: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -172,6 +191,14 @@ struct RawConfig {
     mapping: toml::Table,
     #[serde(default)]
     ledger: RawLedger,
+    #[serde(default)]
+    archive: RawArchive,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawArchive {
+    dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +229,12 @@ struct RawImpact {
     auth_token_file: Option<PathBuf>,
     /// Accepted only to refuse it with a helpful message.
     auth_token: Option<toml::Value>,
+    max_in_flight: Option<usize>,
+    requests_per_hour: Option<u32>,
+    connect_timeout_secs: Option<u64>,
+    timeout_secs: Option<u64>,
+    give_up_after_secs: Option<u64>,
+    retry_cap_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -350,6 +383,7 @@ fn build(
         defaults,
         mapping,
         ledger,
+        archive,
     } = raw;
 
     let format = source.format.unwrap_or_else(|| "impact".to_owned());
@@ -430,6 +464,22 @@ fn build(
             ));
         }
     }
+
+    let max_in_flight = impact.max_in_flight.unwrap_or(4);
+    if !(1..=64).contains(&max_in_flight) {
+        return Err(format!(
+            "[impact] max_in_flight = {max_in_flight} must be between 1 and 64"
+        ));
+    }
+    let positive = |name: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(format!("[impact] {name} must be at least 1")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let connect_timeout_secs = positive("connect_timeout_secs", impact.connect_timeout_secs, 10)?;
+    let timeout_secs = positive("timeout_secs", impact.timeout_secs, 30)?;
+    let retry_cap_secs = positive("retry_cap_secs", impact.retry_cap_secs, 300)?;
+    let give_up_after_secs = impact.give_up_after_secs.unwrap_or(600);
 
     let mut defaults_out = Vec::new();
     for (key, value) in defaults {
@@ -520,6 +570,15 @@ fn build(
             account_sid,
             auth_token_file: impact.auth_token_file.map(|p| resolve(&base, p)),
             auth_token_env: token,
+            max_in_flight,
+            requests_per_hour: impact.requests_per_hour.unwrap_or(1000),
+            connect_timeout_secs,
+            timeout_secs,
+            give_up_after_secs,
+            retry_cap_secs,
+        },
+        archive: ArchiveConfig {
+            dir: archive.dir.unwrap_or_else(|| "processed".into()),
         },
         defaults: defaults_out,
         mapping: mapping_out,
@@ -610,6 +669,20 @@ impl Config {
             "not set"
         };
         let _ = writeln!(out, "# auth token: {token}");
+        let _ = writeln!(out, "max_in_flight = {}", self.impact.max_in_flight);
+        let _ = writeln!(out, "requests_per_hour = {}", self.impact.requests_per_hour);
+        let _ = writeln!(
+            out,
+            "connect_timeout_secs = {}",
+            self.impact.connect_timeout_secs
+        );
+        let _ = writeln!(out, "timeout_secs = {}", self.impact.timeout_secs);
+        let _ = writeln!(
+            out,
+            "give_up_after_secs = {}",
+            self.impact.give_up_after_secs
+        );
+        let _ = writeln!(out, "retry_cap_secs = {}", self.impact.retry_cap_secs);
         let _ = writeln!(out, "\n[defaults]");
         for (f, v) in &self.defaults {
             let _ = writeln!(out, "{f} = {}", q(v));
@@ -627,6 +700,8 @@ impl Config {
                 }
             }
         }
+        let _ = writeln!(out, "\n[archive]");
+        let _ = writeln!(out, "dir = {}", q(&self.archive.dir.to_string_lossy()));
         let _ = writeln!(out, "\n[ledger]");
         let _ = writeln!(out, "path = {}", q(&self.ledger.path.to_string_lossy()));
         out

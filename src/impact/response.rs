@@ -56,6 +56,16 @@ pub fn interpret(
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let answer = match status {
         200..=299 => accepted(json.as_ref(), body),
+        300..=399 => Answer::Fatal {
+            status,
+            message: format!(
+                "impact answered {status} (a redirect{}), which is never followed for a \
+                 conversion: check [impact] base_url",
+                header("Location")
+                    .map(|l| format!(" to {l}"))
+                    .unwrap_or_default()
+            ),
+        },
         401 | 403 => Answer::Fatal {
             status,
             message: auth_message(status, json.as_ref()),

@@ -1,0 +1,141 @@
+//! The HTTP client for impact's Conversions API: one POST per conversion.
+//!
+//! reqwest with rustls and one keep-alive connection pool; Basic auth (SID, token);
+//! `Accept: application/json`; a User-Agent with the version; connect and overall timeouts;
+//! redirects never followed; at most 1 MiB of any answer read. Network failures become
+//! [`Answer::Retry`], never an error that stops the caller. The token is only ever in the
+//! `Authorization` header: never in the URL, a log line or an error.
+
+use std::time::Duration;
+
+use super::response::{interpret, Answer, Limits};
+use crate::config::{Endpoint, ImpactConfig, Secret};
+
+/// The most of an answer read; a larger body is cut (and still interpreted by its status).
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot set up the HTTP client: {0}")]
+    Build(String),
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    url: String,
+    sid: String,
+    token: Secret,
+}
+
+/// The conversions URL for an account.
+pub fn conversions_url(base_url: &str, endpoint: Endpoint, sid: &str) -> String {
+    match endpoint {
+        Endpoint::Partner => format!("{base_url}/Mediapartners/{sid}/PartnerConversions"),
+        Endpoint::Brand => format!("{base_url}/Advertisers/{sid}/Conversions"),
+    }
+}
+
+impl Client {
+    pub fn new(impact: &ImpactConfig, sid: &str, token: Secret) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("impact-drop/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(impact.connect_timeout_secs))
+            .timeout(Duration::from_secs(impact.timeout_secs))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(impact.max_in_flight.max(1))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Client {
+            http,
+            url: conversions_url(&impact.base_url, impact.endpoint, sid),
+            sid: sid.to_owned(),
+            token,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// POSTs one conversion body and interprets the answer.
+    pub async fn post(&self, body: &str) -> (Answer, Limits) {
+        let sent = self
+            .http
+            .post(&self.url)
+            .basic_auth(&self.sid, Some(self.token.expose()))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .body(body.to_owned())
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return (retry(describe(&e)), Limits::default()),
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut bytes = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_ANSWER_BYTES - bytes.len();
+                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if bytes.len() >= MAX_ANSWER_BYTES {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                // The status line arrived: a 2xx is accepted even if the body broke off.
+                Err(e) if !(200..300).contains(&status) => {
+                    return (retry(describe(&e)), Limits::default())
+                }
+                Err(_) => break,
+            }
+        }
+        let lookup = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        interpret(status, &lookup, &bytes, now)
+    }
+}
+
+fn retry(reason: String) -> Answer {
+    Answer::Retry {
+        reason,
+        retry_after: None,
+    }
+}
+
+/// A network error in words, without the URL's query (there is none) or any header.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        format!("impact: {kind}")
+    } else {
+        format!("impact: {kind} ({detail})")
+    }
+}

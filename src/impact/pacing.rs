@@ -1,0 +1,195 @@
+//! Pacing and backoff: spread a backlog under impact's hourly limit instead of running into
+//! 429s, wait as a 429 says, and retry failures with capped exponential backoff and jitter.
+//!
+//! The pacer is a token bucket (GCRA) on tokio's clock, so tests control time with
+//! `tokio::time::pause`. The configured `requests_per_hour` sets the base rate with a small
+//! burst. The `X-RateLimit-Remaining*` and reset headers slow it further when the account's
+//! real budget is tighter (other tools share it). A 429 pauses every sender.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::response::Limits;
+
+pub struct Pacer {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Base spacing between requests; `None` when pacing is off.
+    base: Option<Duration>,
+    /// Spacing the headers ask for, while their window lasts.
+    tight: Option<(Duration, Instant)>,
+    /// How many requests may go at once after a quiet spell.
+    burst: u32,
+    /// The theoretical arrival time of the next request (GCRA).
+    tat: Instant,
+    paused_until: Option<Instant>,
+}
+
+impl Pacer {
+    /// `requests_per_hour = 0` turns pacing off (for a local sandbox).
+    pub fn new(requests_per_hour: u32) -> Pacer {
+        let base = (requests_per_hour > 0)
+            .then(|| Duration::from_secs_f64(3600.0 / f64::from(requests_per_hour)));
+        Pacer {
+            state: Mutex::new(State {
+                base,
+                tight: None,
+                burst: (requests_per_hour / 100).clamp(1, 20),
+                tat: Instant::now(),
+                paused_until: None,
+            }),
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn wait(&self) {
+        let slot = {
+            let Ok(mut s) = self.state.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let mut earliest = now;
+            if let Some(p) = s.paused_until {
+                if p > now {
+                    earliest = p;
+                } else {
+                    s.paused_until = None;
+                }
+            }
+            let interval = s.interval(now);
+            match interval {
+                None => earliest,
+                Some(interval) => {
+                    let tat = s.tat.max(earliest);
+                    let allowance = interval * s.burst.saturating_sub(1);
+                    let slot = earliest.max(tat.checked_sub(allowance).unwrap_or(earliest));
+                    s.tat = tat + interval;
+                    slot
+                }
+            }
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// Every sender waits until `until` (a 429, or the hourly budget spent).
+    pub fn pause_until(&self, until: Instant) {
+        if let Ok(mut s) = self.state.lock() {
+            s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+        }
+    }
+
+    /// Adapts to the rate-limit headers of an answer.
+    pub fn observe(&self, limits: Limits) {
+        let (Some(remaining), Some(reset)) = (limits.remaining, limits.reset) else {
+            return;
+        };
+        let now = Instant::now();
+        if remaining == 0 {
+            self.pause_until(now + reset);
+            return;
+        }
+        if let Ok(mut s) = self.state.lock() {
+            let spacing = reset / u32::try_from(remaining).unwrap_or(u32::MAX);
+            s.tight = Some((spacing, now + reset));
+        }
+    }
+}
+
+impl State {
+    fn interval(&mut self, now: Instant) -> Option<Duration> {
+        if let Some((_, until)) = self.tight {
+            if until <= now {
+                self.tight = None;
+            }
+        }
+        match (self.base, self.tight) {
+            (Some(b), Some((t, _))) => Some(b.max(t)),
+            (b, t) => b.or(t.map(|(t, _)| t)),
+        }
+    }
+}
+
+/// How long to wait before retry number `attempts` (1-based): 1 s doubling to `cap`, with
+/// jitter in [50 %, 100 %] so many failed conversions do not retry in lockstep.
+pub fn backoff(attempts: u32, cap: Duration) -> Duration {
+    let exp = Duration::from_secs(1)
+        .checked_mul(1u32 << attempts.saturating_sub(1).min(20))
+        .unwrap_or(cap)
+        .min(cap);
+    let factor = rand::thread_rng().gen_range(0.5..=1.0);
+    exp.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn times(p: &Pacer, n: usize) -> Vec<u64> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            p.wait().await;
+            out.push((Instant::now() - start).as_millis() as u64);
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_spread_after_a_small_burst() {
+        // 100/h = one every 36 s, no burst.
+        let p = Pacer::new(100);
+        assert_eq!(times(&p, 3).await, vec![0, 36_000, 72_000]);
+        // 1000/h (impact's default): a burst of 10, then one every 3.6 s.
+        let p = Pacer::new(1000);
+        let t = times(&p, 12).await;
+        assert_eq!(&t[..10], &[0; 10]);
+        assert_eq!(&t[10..], &[3_600, 7_200]);
+        // 360_000/h: 10 ms apart, burst 20.
+        let p = Pacer::new(360_000);
+        let t = times(&p, 25).await;
+        assert_eq!(&t[..20], &[0; 20]);
+        assert_eq!(&t[20..], &[10, 20, 30, 40, 50]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn off_means_no_waiting_and_a_pause_holds_everyone() {
+        let p = Pacer::new(0);
+        assert_eq!(times(&p, 3).await, vec![0, 0, 0]);
+        p.pause_until(Instant::now() + Duration::from_secs(5));
+        assert_eq!(times(&p, 2).await, vec![5000, 5000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_slow_the_pace_when_the_budget_is_tight() {
+        let p = Pacer::new(0);
+        p.observe(Limits {
+            limit: Some(1000),
+            remaining: Some(10),
+            reset: Some(Duration::from_secs(100)),
+        });
+        assert_eq!(times(&p, 3).await, vec![0, 10_000, 20_000]);
+        let p = Pacer::new(0);
+        p.observe(Limits {
+            limit: Some(1000),
+            remaining: Some(0),
+            reset: Some(Duration::from_secs(30)),
+        });
+        assert_eq!(times(&p, 1).await, vec![30_000]);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let cap = Duration::from_secs(300);
+        for attempt in 1..12 {
+            let full = Duration::from_secs(1u64 << (attempt - 1)).min(cap);
+            let b = backoff(attempt, cap);
+            assert!(b >= full / 2 && b <= full, "attempt {attempt}: {b:?}");
+        }
+        assert!(backoff(60, cap) <= cap);
+    }
+}
