@@ -25,6 +25,7 @@ pub mod impact;
 pub mod ledger;
 pub mod model;
 pub mod pipeline;
+pub mod plan;
 pub mod profile;
 pub mod read;
 pub mod validate;

@@ -3,3 +3,4 @@ pub mod client;
 pub mod form;
 pub mod pacing;
 pub mod response;
+pub mod sandbox;
