@@ -49,6 +49,71 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One pass over the drop folder: every export to a final state, then exit (for cron or
+    /// systemd timers).
+    ///
+    /// Exit status: 0 every conversion accepted; 1 some rejected, invalid or still pending;
+    /// 2 fatal (config, credentials, ledger).
+    Run,
+    /// Process the named files now, or replay files the ledger already finished.
+    ///
+    /// Exit status as for `run`.
+    Send {
+        /// Export files (or folders of exports)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Give conversions of an already finished file that were rejected, invalid or
+        /// failed another try (accepted ones are skipped). Recorded in the ledger.
+        #[arg(long)]
+        replay: bool,
+        /// With --replay: also send conversions impact already accepted. Outside impact's
+        /// dedup window this pays partners a second commission.
+        #[arg(long, requires = "replay")]
+        resend_accepted: bool,
+        /// Show what would be sent; send and record nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Files by state, conversions by state, oldest pending, last errors, per-file counts.
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many files
+        #[arg(long, default_value_t = 50)]
+        files: usize,
+    },
+    /// Serve a strict local imitation of impact's conversion endpoints.
+    Sandbox {
+        /// Port on 127.0.0.1 (0 = any free port)
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Account SID the sandbox accepts
+        #[arg(long, default_value = "IRSANDBOX0000000000000000001")]
+        account_sid: String,
+        /// Auth token the sandbox accepts (a sandbox-only value, never a real token)
+        #[arg(long, default_value = "sandbox-token")]
+        token: String,
+        /// Share of requests answered 500/502/503 (0.0-1.0)
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Share of requests accepted and then cut off before the answer (0.0-1.0)
+        #[arg(long, default_value_t = 0.0)]
+        drop_rate: f64,
+        /// Delay before every answer, in milliseconds
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Answer the first N requests with 429
+        #[arg(long, default_value_t = 0)]
+        rate_limit_burst: u32,
+    },
+    /// The main job on the bundled samples against the bundled sandbox: shows what impact
+    /// would have received. Uses a temporary folder and ledger; your files are not touched.
+    Demo {
+        /// Folder with sample exports and impact-drop.toml
+        #[arg(long, default_value = "samples")]
+        samples: PathBuf,
+    },
     /// Print the effective configuration (file + environment); the token is never shown.
     Config,
 }

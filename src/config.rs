@@ -168,6 +168,11 @@ impl ImpactConfig {
         Ok(Secret::new(token))
     }
 
+    /// Sets the token directly (the demo's sandbox token).
+    pub fn set_token(&mut self, token: Secret) {
+        self.auth_token_env = Some(token);
+    }
+
     /// The account SID, required by every command that talks to impact.
     pub fn require_account_sid(&self) -> Result<&str, ConfigError> {
         self.account_sid.as_deref().ok_or_else(|| {

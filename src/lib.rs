@@ -17,6 +17,7 @@
 //! - `pipeline`: wires the stages
 //! - `commands`: `check`, `config`
 
+pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -28,4 +29,5 @@ pub mod pipeline;
 pub mod plan;
 pub mod profile;
 pub mod read;
+pub mod submit;
 pub mod validate;

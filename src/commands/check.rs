@@ -1,11 +1,11 @@
 //! `impact-drop check`: everything up to the request body, nothing sent; human or JSON report.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{CommandError, Outcome};
+use super::{location, CommandError, Outcome};
 use crate::config::Config;
 use crate::impact::form;
 use crate::model::{ConversionKey, Problem};
@@ -213,20 +213,6 @@ pub fn line_ranges(lines: impl IntoIterator<Item = u64>) -> String {
         flush(r, &mut parts);
     }
     parts.join(", ")
-}
-
-fn location(path: &Path, p: &Problem) -> String {
-    let mut s = path.display().to_string();
-    if let Some(l) = p.line {
-        s.push_str(&format!(":{l}"));
-    }
-    s.push_str(": ");
-    if let Some(f) = &p.field {
-        s.push_str(f);
-        s.push_str(": ");
-    }
-    s.push_str(&p.message);
-    s
 }
 
 fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io::Result<()> {

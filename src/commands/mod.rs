@@ -2,11 +2,18 @@
 //! the process should exit. Output goes to the writer it is given.
 
 pub mod check;
+pub mod deliver;
+pub mod sandbox;
+pub mod status;
 
 use std::io::Write;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, ConfigError};
+use crate::impact::sandbox::Faults;
+use crate::ledger::LedgerError;
+use crate::model::Problem;
+use crate::plan::Mode;
 
 /// How a command ended, mapped to the process exit status by `main`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,14 +50,91 @@ impl Outcome {
 pub enum CommandError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Message(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
 
+/// `path:line: field: message`, the way every command prints a problem.
+pub fn location(path: &std::path::Path, p: &Problem) -> String {
+    let mut s = path.display().to_string();
+    if let Some(l) = p.line {
+        s.push_str(&format!(":{l}"));
+    }
+    s.push_str(": ");
+    if let Some(f) = &p.field {
+        s.push_str(f);
+        s.push_str(": ");
+    }
+    s.push_str(&p.message);
+    s
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
+    // Commands that need no config file.
+    match &cli.command {
+        Command::Sandbox {
+            port,
+            account_sid,
+            token,
+            error_rate,
+            drop_rate,
+            latency_ms,
+            rate_limit_burst,
+        } => {
+            let faults = Faults {
+                error_rate: *error_rate,
+                drop_rate: *drop_rate,
+                latency_ms: *latency_ms,
+                rate_limit_burst: *rate_limit_burst,
+                ..Faults::default()
+            };
+            return sandbox::serve(*port, account_sid, token, faults, out);
+        }
+        Command::Demo { samples } => return sandbox::demo(samples, out),
+        _ => {}
+    }
     let config = config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Run => deliver::run(
+            &config,
+            deliver::Request {
+                command: "run",
+                files: None,
+                mode: Mode::Normal,
+            },
+            out,
+        ),
+        Command::Send {
+            files,
+            replay,
+            resend_accepted,
+            dry_run,
+        } => {
+            let mode = if replay {
+                Mode::Replay { resend_accepted }
+            } else {
+                Mode::Normal
+            };
+            if dry_run {
+                return check::run(&config, &files, true, false, out);
+            }
+            deliver::run(
+                &config,
+                deliver::Request {
+                    command: "send",
+                    files: Some(files),
+                    mode,
+                },
+                out,
+            )
+        }
+        Command::Status { json, files } => status::run(&config, json, files, out),
+        Command::Sandbox { .. } | Command::Demo { .. } => Ok(Outcome::Clean),
         Command::Check { files, show, json } => check::run(&config, &files, show, json, out),
         Command::Config => {
             out.write_all(config.dump().as_bytes())?;

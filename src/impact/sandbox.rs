@@ -517,11 +517,11 @@ fn is_money(v: &str) -> bool {
         && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
 }
 
-/// The contract's checks on a decoded form body: `(errors, warnings)`, each `(field, message)`.
-pub fn check(
-    endpoint: &str,
-    fields: &[(String, String)],
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// `(field, message)` pairs.
+pub type Findings = Vec<(String, String)>;
+
+/// The contract's checks on a decoded form body: `(errors, warnings)`.
+pub fn check(endpoint: &str, fields: &[(String, String)]) -> (Findings, Findings) {
     let mut errors: Vec<(String, String)> = Vec::new();
     let mut warnings = Vec::new();
     let mut err = |f: &str, m: &str| errors.push((f.to_owned(), m.to_owned()));

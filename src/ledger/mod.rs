@@ -50,6 +50,8 @@ pub enum LedgerError {
         context: &'static str,
         source: rusqlite::Error,
     },
+    #[error("ledger: {0}")]
+    Internal(String),
     #[error("ledger {path}: {source}")]
     Io {
         path: PathBuf,
@@ -770,6 +772,183 @@ impl Ledger {
     /// Runs a read-only query for `status`.
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+}
+
+/// Everything `status` and the run report say about one file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FileStats {
+    pub id: i64,
+    pub path: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<i64>,
+    pub rows: u64,
+    pub skipped_lines: u64,
+    pub invalid_orders: u64,
+    /// Rows by what became of them; they add up to `rows` for a finished file.
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    pub rows_pending: u64,
+    pub rows_invalid: u64,
+    pub rows_already_sent: u64,
+    pub rows_changed_after_sent: u64,
+    pub rows_already_pending: u64,
+    pub rows_already_rejected: u64,
+    pub conversions_accepted: u64,
+    pub conversions_rejected: u64,
+    pub conversions_pending: u64,
+    pub first_seen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejects_path: Option<String>,
+}
+
+impl FileStats {
+    /// Rows with a recorded outcome.
+    pub fn accounted(&self) -> u64 {
+        self.rows_accepted
+            + self.rows_rejected
+            + self.rows_pending
+            + self.rows_invalid
+            + self.rows_already_sent
+            + self.rows_changed_after_sent
+            + self.rows_already_pending
+            + self.rows_already_rejected
+    }
+}
+
+/// A recent error, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecentError {
+    pub order_id: String,
+    pub state: String,
+    pub error: String,
+    pub at: String,
+}
+
+impl Ledger {
+    /// Per-file statistics: one file, or all files (newest first, at most `limit`).
+    pub fn file_stats(&self, file_id: Option<i64>, limit: usize) -> Result<Vec<FileStats>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT f.id, f.path, f.state, f.duplicate_of, f.rows, f.skipped_lines,
+                    f.invalid_orders, f.first_seen, f.finished_at, f.archived_to, f.rejects_path,
+                    COALESCE(SUM(l.outcome = 'sent' AND c.state = 'accepted'), 0),
+                    COALESCE(SUM(l.outcome = 'sent' AND c.state = 'rejected'), 0),
+                    COALESCE(SUM(l.outcome = 'sent' AND c.state = 'pending'), 0),
+                    COALESCE(SUM(l.outcome = 'invalid'), 0),
+                    COALESCE(SUM(l.outcome = 'already_sent'), 0),
+                    COALESCE(SUM(l.outcome = 'changed_after_sent'), 0),
+                    COALESCE(SUM(l.outcome = 'already_pending'), 0),
+                    COALESCE(SUM(l.outcome = 'already_rejected'), 0),
+                    COUNT(DISTINCT CASE WHEN l.outcome = 'sent' AND c.state = 'accepted' THEN c.id END),
+                    COUNT(DISTINCT CASE WHEN l.outcome = 'sent' AND c.state = 'rejected' THEN c.id END),
+                    COUNT(DISTINCT CASE WHEN l.outcome = 'sent' AND c.state = 'pending' THEN c.id END)
+                 FROM files f
+                 LEFT JOIN lines l ON l.file_id = f.id
+                 LEFT JOIN conversions c ON c.id = l.conversion_id
+                 WHERE ?1 IS NULL OR f.id = ?1
+                 GROUP BY f.id ORDER BY f.id DESC LIMIT ?2",
+            )
+            .map_err(sql(&self.path, "read file statistics"))?;
+        let rows = stmt
+            .query_map(params![file_id, limit as i64], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                Ok(FileStats {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                    state: r.get(2)?,
+                    duplicate_of: r.get(3)?,
+                    rows: n(4)?,
+                    skipped_lines: n(5)?,
+                    invalid_orders: n(6)?,
+                    first_seen: r.get(7)?,
+                    finished_at: r.get(8)?,
+                    archived_to: r.get(9)?,
+                    rejects_path: r.get(10)?,
+                    rows_accepted: n(11)?,
+                    rows_rejected: n(12)?,
+                    rows_pending: n(13)?,
+                    rows_invalid: n(14)?,
+                    rows_already_sent: n(15)?,
+                    rows_changed_after_sent: n(16)?,
+                    rows_already_pending: n(17)?,
+                    rows_already_rejected: n(18)?,
+                    conversions_accepted: n(19)?,
+                    conversions_rejected: n(20)?,
+                    conversions_pending: n(21)?,
+                })
+            })
+            .map_err(sql(&self.path, "read file statistics"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(sql(&self.path, "read file statistics"))
+    }
+
+    /// `(state, count)` for files or conversions.
+    pub fn counts_by_state(&self, table: &str) -> Result<Vec<(String, u64)>> {
+        let query = match table {
+            "files" => "SELECT state, COUNT(*) FROM files GROUP BY state ORDER BY state",
+            _ => "SELECT state, COUNT(*) FROM conversions GROUP BY state ORDER BY state",
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(query)
+            .map_err(sql(&self.path, "count by state"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(sql(&self.path, "count by state"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(sql(&self.path, "count by state"))
+    }
+
+    /// When the oldest pending conversion was recorded.
+    pub fn oldest_pending(&self) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT MIN(created_at) FROM conversions WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql(&self.path, "find the oldest pending conversion"))
+    }
+
+    /// The most recent errors (rejections and retry reasons).
+    pub fn recent_errors(&self, limit: usize) -> Result<Vec<RecentError>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT order_id, state, last_error, updated_at FROM conversions
+                 WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT ?1",
+            )
+            .map_err(sql(&self.path, "list recent errors"))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(RecentError {
+                    order_id: r.get(0)?,
+                    state: r.get(1)?,
+                    error: r.get(2)?,
+                    at: r.get(3)?,
+                })
+            })
+            .map_err(sql(&self.path, "list recent errors"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(sql(&self.path, "list recent errors"))
+    }
+
+    /// Bytes on disk: the database and its write-ahead log.
+    pub fn size_on_disk(&self) -> u64 {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        [self.path.clone(), PathBuf::from(wal)]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 

@@ -1,8 +1,10 @@
-//! Wires the stages: read → map → group → validate, for one file at a time.
+//! Wires the stages: read → map → group → validate for one file (`process_file`), and, in
+//! `deliver`, plan → record → submit → archive for `run` and `send`.
 //!
-//! This is the only module that knows every stage. Delivery (plan, submit, record, archive)
-//! plugs in behind `process_file`'s callback, which receives each valid conversion as soon as
-//! its file has been read whole (an order is complete only then).
+//! This is the only module that knows every stage. `process_file`'s callback receives each
+//! valid conversion as soon as its file has been read whole (an order is complete only then).
+
+pub mod deliver;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

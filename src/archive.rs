@@ -1,0 +1,203 @@
+//! Archiving: content hashes, moving finished files to `processed/YYYY-MM-DD/` without ever
+//! overwriting, and `<name>.rejects.csv` files of the rows that need fixing.
+//!
+//! A move never replaces an existing file: the target is taken with a hard link (which fails
+//! if the name exists), or copied with `create_new` across file systems, and the original is
+//! removed only after that. A name conflict gets a numbered suffix (`orders.1.csv`).
+//! Nothing is ever deleted except the original after a successful move.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::pipeline::Stages;
+use crate::read::csv::CsvReader;
+use crate::read::jsonl::JsonlReader;
+use crate::read::{self, FileKind};
+
+/// The identity of a settled file: the hash of its whole content, with its size.
+pub fn content_hash(path: &Path) -> io::Result<(String, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let file = File::open(path)?;
+    let size = hasher.update_reader(file)?.count();
+    Ok((hasher.finalize().to_hex().to_string(), size))
+}
+
+/// The file's modification time as RFC 3339 (metadata only, never identity).
+pub fn mtime_text(path: &Path) -> Option<String> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    Some(crate::ledger::time_text(modified.into()))
+}
+
+/// A free name for `name` in `dir`: `name`, then `stem.1.ext`, `stem.2.ext`, …
+fn candidate(dir: &Path, name: &str, n: u32) -> PathBuf {
+    if n == 0 {
+        return dir.join(name);
+    }
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => dir.join(format!("{stem}.{n}.{ext}")),
+        _ => dir.join(format!("{name}.{n}")),
+    }
+}
+
+/// Moves `file` into `dir` (created if needed) under its own name or a suffixed one; returns
+/// the new path. Never overwrites.
+pub fn move_into(file: &Path, dir: &Path) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::other(format!("{} has no file name", file.display())))?;
+    for n in 0..10_000 {
+        let target = candidate(dir, name, n);
+        match fs::hard_link(file, &target) {
+            Ok(()) => {
+                fs::remove_file(file)?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(_) => {
+                // Another file system (or no hard links): copy to a new file, then remove.
+                let mut out = match OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                };
+                io::copy(&mut File::open(file)?, &mut out)?;
+                out.sync_all()?;
+                fs::remove_file(file)?;
+                return Ok(target);
+            }
+        }
+    }
+    Err(io::Error::other(format!(
+        "no free name for {name} in {}",
+        dir.display()
+    )))
+}
+
+/// `processed/2026-11-25` under the drop folder (or the configured archive folder).
+pub fn dated_dir(drop_dir: &Path, archive_dir: &Path) -> PathBuf {
+    let base = if archive_dir.is_absolute() {
+        archive_dir.to_owned()
+    } else {
+        drop_dir.join(archive_dir)
+    };
+    base.join(chrono::Local::now().format("%Y-%m-%d").to_string())
+}
+
+/// Creates a file only the owner can read (it holds order data).
+fn private_new(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// The reason column added to a rejects file.
+pub const REASON_COLUMN: &str = "impact_drop_reason";
+
+/// Writes the rows of `src` at `lines` (line → reason) to a new rejects file in `dir`:
+/// `<name>.rejects.csv` (original header plus a reason column) for CSV, `<name>.rejects.jsonl`
+/// (each object plus a reason key) for JSONL. Returns its path.
+pub fn write_rejects(
+    src: &Path,
+    stages: &Stages,
+    lines: &BTreeMap<u64, String>,
+    dir: &Path,
+) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let name = src.file_name().and_then(|n| n.to_str()).unwrap_or("export");
+    let kind = FileKind::from_path(src).unwrap_or(FileKind::Csv);
+    let ext = match kind {
+        FileKind::Csv => "csv",
+        FileKind::Jsonl => "jsonl",
+    };
+    let target = (0..10_000)
+        .map(|n| candidate(dir, &format!("{name}.rejects.{ext}"), n))
+        .find(|p| !p.exists())
+        .ok_or_else(|| io::Error::other("no free name for a rejects file"))?;
+    let out = BufWriter::new(private_new(&target)?);
+    let input = read::open(src, stages.decoding).map_err(|e| io::Error::other(e.to_string()))?;
+    match kind {
+        FileKind::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            if let Some(mut r) = CsvReader::new(input, stages.delimiter)? {
+                let mut header: Vec<String> = r.header().names.clone();
+                header.push(REASON_COLUMN.into());
+                w.write_record(&header)?;
+                while let Some((line, _, record)) = r.next_record()? {
+                    if let Some(reason) = lines.get(&line) {
+                        let mut rec = record.clone();
+                        rec.push_field(reason.as_bytes());
+                        w.write_byte_record(&rec)?;
+                    }
+                }
+            }
+            w.flush()?;
+        }
+        FileKind::Jsonl => {
+            let mut out = out;
+            let mut r = JsonlReader::new(input);
+            while let Some((line, _, parsed)) = r.next_record()? {
+                let Some(reason) = lines.get(&line) else {
+                    continue;
+                };
+                let mut obj = parsed.unwrap_or_default();
+                obj.insert(
+                    REASON_COLUMN.into(),
+                    serde_json::Value::String(reason.clone()),
+                );
+                serde_json::to_writer(&mut out, &obj)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moves_never_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("processed");
+        for content in ["one", "two", "three"] {
+            let f = dir.path().join("orders.csv");
+            fs::write(&f, content).unwrap();
+            move_into(&f, &dest).unwrap();
+            assert!(!f.exists());
+        }
+        assert_eq!(fs::read_to_string(dest.join("orders.csv")).unwrap(), "one");
+        assert_eq!(
+            fs::read_to_string(dest.join("orders.1.csv")).unwrap(),
+            "two"
+        );
+        assert_eq!(
+            fs::read_to_string(dest.join("orders.2.csv")).unwrap(),
+            "three"
+        );
+    }
+
+    #[test]
+    fn content_hash_ignores_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.csv"), "x,y\n1,2\n").unwrap();
+        fs::write(dir.path().join("b (1).csv"), "x,y\n1,2\n").unwrap();
+        let a = content_hash(&dir.path().join("a.csv")).unwrap();
+        assert_eq!(a, content_hash(&dir.path().join("b (1).csv")).unwrap());
+        assert_eq!(a.1, 8);
+    }
+}

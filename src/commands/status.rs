@@ -1,0 +1,120 @@
+//! `impact-drop status`: what the ledger knows, enough to account for every row of every file.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::{CommandError, Outcome};
+use crate::config::Config;
+use crate::ledger::{FileStats, Ledger, RecentError};
+
+#[derive(Serialize)]
+struct Status {
+    ledger: String,
+    ledger_bytes: u64,
+    files: Vec<(String, u64)>,
+    conversions: Vec<(String, u64)>,
+    oldest_pending: Option<String>,
+    recent_errors: Vec<RecentError>,
+    per_file: Vec<FileStats>,
+}
+
+pub fn run(
+    config: &Config,
+    json: bool,
+    limit: usize,
+    out: &mut dyn Write,
+) -> Result<Outcome, CommandError> {
+    let ledger = Ledger::open_read(&config.ledger.path)?;
+    let status = Status {
+        ledger: config.ledger.path.display().to_string(),
+        ledger_bytes: ledger.size_on_disk(),
+        files: ledger.counts_by_state("files")?,
+        conversions: ledger.counts_by_state("conversions")?,
+        oldest_pending: ledger.oldest_pending()?,
+        recent_errors: ledger.recent_errors(10)?,
+        per_file: ledger.file_stats(None, limit)?,
+    };
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &status).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+        return Ok(Outcome::Clean);
+    }
+    let list = |v: &[(String, u64)]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    writeln!(
+        out,
+        "ledger: {} ({:.1} MB)",
+        status.ledger,
+        status.ledger_bytes as f64 / 1e6
+    )?;
+    writeln!(out, "files: {}", list(&status.files))?;
+    writeln!(out, "conversions: {}", list(&status.conversions))?;
+    if let Some(p) = &status.oldest_pending {
+        writeln!(out, "oldest pending since: {p}")?;
+    }
+    if !status.recent_errors.is_empty() {
+        writeln!(out, "last errors:")?;
+        for e in &status.recent_errors {
+            writeln!(
+                out,
+                "  {} OrderId {} ({}): {}",
+                e.at,
+                e.order_id,
+                e.state,
+                e.error.replace('\n', "; ")
+            )?;
+        }
+    }
+    writeln!(out, "files (newest first):")?;
+    for f in &status.per_file {
+        write!(out, "  #{} {} [{}] {} rows", f.id, f.path, f.state, f.rows)?;
+        if let Some(of) = f.duplicate_of {
+            writeln!(out, ": same content as file #{of}, nothing sent")?;
+            continue;
+        }
+        let parts: Vec<String> = [
+            (f.rows_accepted, "accepted"),
+            (f.rows_rejected, "rejected by impact"),
+            (f.rows_pending, "pending"),
+            (f.rows_invalid, "invalid"),
+            (f.rows_already_sent, "already sent"),
+            (f.rows_changed_after_sent, "changed after sent"),
+            (f.rows_already_pending, "already pending"),
+            (f.rows_already_rejected, "rejected before"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        write!(
+            out,
+            ": {}",
+            if parts.is_empty() {
+                "none".into()
+            } else {
+                parts.join(", ")
+            }
+        )?;
+        let unaccounted = f.rows.saturating_sub(f.accounted());
+        if unaccounted > 0 && f.state != "processing" {
+            write!(out, "; {unaccounted} rows UNACCOUNTED")?;
+        }
+        if let Some(r) = &f.rejects_path {
+            write!(out, "; rejects: {r}")?;
+        }
+        if let Some(a) = &f.archived_to {
+            write!(out, "; moved to {a}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(Outcome::Clean)
+}

@@ -1,0 +1,262 @@
+//! Submitting (async): pending conversions in the ledger → impact, outcomes back to the ledger.
+//!
+//! At most `max_in_flight` POSTs run at once, each after the pacer's slot. Outcomes are
+//! committed in batches (group commit), so the ledger is not the bottleneck. A conversion is
+//! "in flight" from its POST until its outcome is committed: after a kill, at most those are
+//! sent again, and impact's OrderId dedup absorbs them. A 401/403 stops every new POST at
+//! once; in-flight answers are still recorded. Nothing is marked for the failed one. Retries
+//! wait with capped exponential backoff and jitter, or as impact's headers say. After
+//! `give_up_after` without getting everything through, the rest stays pending for next time.
+//! A ledger write failure stops sending.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::impact::client::Client;
+use crate::impact::pacing::{backoff, Pacer};
+use crate::impact::response::Answer;
+use crate::ledger::{now_text, time_text, Due, Ledger, LedgerError, Outcome};
+
+pub type SharedLedger = Arc<Mutex<Ledger>>;
+
+/// Runs a ledger call on the blocking pool (rusqlite is blocking).
+pub async fn with_ledger<T, F>(ledger: &SharedLedger, f: F) -> Result<T, LedgerError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Ledger) -> Result<T, LedgerError> + Send + 'static,
+{
+    let ledger = ledger.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = ledger
+            .lock()
+            .map_err(|_| LedgerError::Internal("the ledger lock was poisoned".into()))?;
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| LedgerError::Internal(format!("ledger task failed: {e}")))?
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub max_in_flight: usize,
+    /// Stop retrying after this long and leave the rest pending; `None` = keep going.
+    pub give_up_after: Option<Duration>,
+    pub retry_cap: Duration,
+    /// Outcomes committed together.
+    pub batch: usize,
+}
+
+/// What a sending session did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub requests: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub retried: u64,
+    pub rate_limited: u64,
+    /// Why sending stopped for good (credentials, account), if it did.
+    pub fatal: Option<String>,
+    /// Gave up waiting for impact; conversions are left pending.
+    pub gave_up: bool,
+    /// Stopped by a signal.
+    pub interrupted: bool,
+}
+
+/// Callbacks for progress (a progress bar, metrics); all optional.
+pub trait Progress: Send + Sync {
+    fn answered(&self, _accepted: bool) {}
+}
+
+impl Progress for () {}
+
+/// Sends every pending conversion that is due, until none is left, impact stays unavailable
+/// past `give_up_after`, credentials fail, or `cancel` fires.
+pub async fn send_pending(
+    ledger: SharedLedger,
+    client: Arc<Client>,
+    pacer: Arc<Pacer>,
+    opts: Options,
+    cancel: CancellationToken,
+    progress: Arc<dyn Progress>,
+) -> Result<Summary, LedgerError> {
+    let deadline = opts.give_up_after.map(|d| Instant::now() + d);
+    let mut summary = Summary::default();
+    let mut claimed: HashSet<i64> = HashSet::new();
+    let mut queue: VecDeque<Due> = VecDeque::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut tasks: JoinSet<(Due, Answer)> = JoinSet::new();
+    let mut stopping = false;
+    let batch = opts.batch.max(1);
+
+    loop {
+        if cancel.is_cancelled() && !stopping {
+            summary.interrupted = true;
+            stopping = true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) && !stopping {
+            stopping = true;
+            summary.gave_up = true;
+        }
+        // Start POSTs up to the limit.
+        while !stopping && tasks.len() < opts.max_in_flight {
+            if queue.is_empty() {
+                let exclude = claimed.clone();
+                let due = with_ledger(&ledger, move |l| l.due(&now_text(), 256, &exclude)).await?;
+                claimed.extend(due.iter().map(|d| d.id));
+                queue.extend(due);
+            }
+            let Some(d) = queue.pop_front() else { break };
+            let (client, pacer) = (client.clone(), pacer.clone());
+            tasks.spawn(async move {
+                pacer.wait().await;
+                let (answer, limits) = client.post(&d.body).await;
+                pacer.observe(limits);
+                (d, answer)
+            });
+        }
+        if tasks.is_empty() {
+            flush(&ledger, &mut outcomes, &mut claimed).await?;
+            if stopping {
+                break;
+            }
+            // Nothing due now: wait for the next retry, if any is pending.
+            let next = with_ledger(&ledger, |l| l.next_due()).await?;
+            let Some(next) = next else { break };
+            let wait = until(&next);
+            if wait.is_zero() {
+                continue;
+            }
+            let wake = match deadline {
+                Some(d) => (Instant::now() + wait).min(d),
+                None => Instant::now() + wait,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = cancel.cancelled() => {}
+            }
+            continue;
+        }
+        let joined = tokio::select! {
+            j = tasks.join_next() => j,
+            _ = tokio::time::sleep(Duration::from_millis(50)), if !outcomes.is_empty() => {
+                flush(&ledger, &mut outcomes, &mut claimed).await?;
+                continue;
+            }
+            _ = cancel.cancelled(), if !stopping => continue,
+        };
+        let Some(joined) = joined else { continue };
+        let (d, answer) = match joined {
+            Ok(x) => x,
+            Err(e) => return Err(LedgerError::Internal(format!("a sending task failed: {e}"))),
+        };
+        summary.requests += 1;
+        match answer {
+            Answer::Accepted {
+                queued_uri,
+                warnings,
+            } => {
+                summary.accepted += 1;
+                tracing::debug!(order_id = %d.order_id, file_id = d.file_id, "accepted");
+                for w in &warnings {
+                    tracing::warn!(order_id = %d.order_id, file_id = d.file_id, "impact warning: {w}");
+                }
+                outcomes.push(Outcome::Accepted {
+                    id: d.id,
+                    queued_uri,
+                    warnings,
+                });
+                progress.answered(true);
+            }
+            Answer::Rejected { reasons } => {
+                summary.rejected += 1;
+                tracing::warn!(order_id = %d.order_id, file_id = d.file_id, "rejected by impact: {}", reasons.join("; "));
+                outcomes.push(Outcome::Rejected { id: d.id, reasons });
+                progress.answered(false);
+            }
+            Answer::Fatal { message, .. } => {
+                if summary.fatal.is_none() {
+                    tracing::error!("{message}; sending stopped");
+                    summary.fatal = Some(message);
+                }
+                stopping = true;
+                queue.clear();
+                // Nothing is marked: the conversion stays pending as it was.
+                claimed.remove(&d.id);
+            }
+            Answer::RateLimited { wait } => {
+                summary.rate_limited += 1;
+                tracing::info!(order_id = %d.order_id, "impact answered 429; waiting {}s", wait.as_secs());
+                pacer.pause_until(Instant::now() + wait);
+                outcomes.push(Outcome::Retry {
+                    id: d.id,
+                    error: "impact answered 429 Too Many Requests".into(),
+                    next_at: later(wait),
+                });
+            }
+            Answer::Retry {
+                reason,
+                retry_after,
+            } => {
+                summary.retried += 1;
+                let wait = retry_after.unwrap_or_else(|| backoff(d.attempts + 1, opts.retry_cap));
+                tracing::info!(order_id = %d.order_id, file_id = d.file_id, "{reason}; retrying in {:.1}s", wait.as_secs_f64());
+                outcomes.push(Outcome::Retry {
+                    id: d.id,
+                    error: reason,
+                    next_at: later(wait),
+                });
+            }
+        }
+        if outcomes.len() >= batch {
+            flush(&ledger, &mut outcomes, &mut claimed).await?;
+        }
+    }
+    Ok(summary)
+}
+
+/// Commits outcomes in one transaction; only then are their conversions no longer in flight.
+async fn flush(
+    ledger: &SharedLedger,
+    outcomes: &mut Vec<Outcome>,
+    claimed: &mut HashSet<i64>,
+) -> Result<(), LedgerError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(outcomes);
+    let ids: Vec<i64> = batch
+        .iter()
+        .map(|o| match o {
+            Outcome::Accepted { id, .. }
+            | Outcome::Rejected { id, .. }
+            | Outcome::Retry { id, .. } => *id,
+        })
+        .collect();
+    with_ledger(ledger, move |l| l.record_outcomes(&batch)).await?;
+    for id in ids {
+        claimed.remove(&id);
+    }
+    Ok(())
+}
+
+fn later(wait: Duration) -> String {
+    let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+    time_text(chrono::Utc::now() + wait)
+}
+
+/// Time from now until an RFC 3339 instant (zero if past or unreadable).
+fn until(at: &str) -> Duration {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .and_then(|t| {
+            (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        })
+        .unwrap_or(Duration::ZERO)
+}
