@@ -1,0 +1,438 @@
+//! Delivery through the real binary against the sandbox on 127.0.0.1 and a real SQLite
+//! ledger: exactly once, dedup semantics, replay, credentials, a fault storm and kill -9.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use impact_drop::impact::sandbox::{Faults, Sandbox};
+
+const SID: &str = "IRTEST0000000000000000000001";
+const TOKEN: &str = "test-token-5f3a9c";
+const GOLDEN: &str = "CampaignId=1000&ActionTrackerId=2000&MediaPartnerId=3000&OrderId=TOYS-1001\
+&EventDate=2023-02-15T22:55:32-08:00&CurrencyCode=USD&ItemSku1=TOYSET&ItemQuantity1=2\
+&ItemPrice1=40.00&ItemSku2=DOLL&ItemQuantity2=1&ItemPrice2=6.99";
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(extra: &str) -> Env {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sandbox = rt
+            .block_on(Sandbox::start(
+                ([127, 0, 0, 1], 0).into(),
+                SID,
+                TOKEN,
+                Faults::default(),
+            ))
+            .unwrap();
+        let dir = workspace(&format!(
+            "[source]\ndrop_dir = \"drop\"\n[impact]\nbase_url = \"{}\"\naccount_sid = \"{SID}\"\n\
+             requests_per_hour = 0\nretry_cap_secs = 1\ngive_up_after_secs = 120\n{extra}\n\
+             [ledger]\npath = \"ledger.sqlite\"\n",
+            sandbox.base_url()
+        ));
+        std::fs::create_dir(dir.path().join("drop")).unwrap();
+        Env { rt, sandbox, dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn drop_file(&self, name: &str, content: &str) {
+        std::fs::write(self.path("drop").join(name), content).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with_token(args, TOKEN)
+    }
+
+    fn run_with_token(&self, args: &[&str], token: &str) -> Run {
+        let _guard = self.rt.enter();
+        run_in(self.dir.path(), args, &[("IMPACT_AUTH_TOKEN", token)])
+    }
+
+    fn requests(&self) -> u64 {
+        self.sandbox.stats().requests
+    }
+
+    /// OrderId → how many times the sandbox accepted it.
+    fn accepted_counts(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for r in self.sandbox.received() {
+            *m.entry(r.order_id).or_insert(0) += 1;
+        }
+        m
+    }
+
+    fn ledger_states(&self) -> BTreeMap<String, String> {
+        ledger_states(&self.path("ledger.sqlite"))
+    }
+
+    fn archived(&self, name: &str) -> PathBuf {
+        let processed = self.path("drop/processed");
+        for day in std::fs::read_dir(&processed).unwrap() {
+            let p = day.unwrap().path().join(name);
+            if p.exists() {
+                return p;
+            }
+        }
+        panic!("{name} not archived under {}", processed.display());
+    }
+}
+
+fn ledger_states(path: &Path) -> BTreeMap<String, String> {
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let mut stmt = c
+        .prepare("SELECT order_id, state FROM conversions")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// `n` orders (from `first`), `items` rows each, impact columns.
+fn orders(first: usize, n: usize, items: usize) -> String {
+    let mut s = String::from("OrderId,EventDate,ItemSku,ItemQuantity,ItemPrice\n");
+    for o in first..first + n {
+        for i in 0..items {
+            s.push_str(&format!(
+                "O-{o},2025-11-20T10:00:00Z,SKU-{o}-{i},1,{}.{:02}\n",
+                1 + o % 90,
+                i
+            ));
+        }
+    }
+    s
+}
+
+fn status_json(env: &Env) -> serde_json::Value {
+    let r = env.run(&["status", "--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+/// Every finished file's rows add up to what the ledger recorded for them.
+fn assert_every_row_accounted(env: &Env) {
+    let st = status_json(env);
+    for f in st["per_file"].as_array().unwrap() {
+        if f["state"] == "done" {
+            let sum: u64 = [
+                "rows_accepted",
+                "rows_rejected",
+                "rows_pending",
+                "rows_invalid",
+                "rows_already_sent",
+                "rows_changed_after_sent",
+                "rows_already_pending",
+                "rows_already_rejected",
+            ]
+            .iter()
+            .map(|k| f[k].as_u64().unwrap())
+            .sum();
+            assert_eq!(sum, f["rows"].as_u64().unwrap(), "file {f}");
+        }
+    }
+}
+
+#[test]
+fn the_seed_example_arrives_with_the_golden_body() {
+    let env = Env::new("");
+    std::fs::copy(samples().join("seed.csv"), env.path("drop/seed.csv")).unwrap();
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let received = env.sandbox.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body, GOLDEN);
+    assert!(env.archived("seed.csv").exists());
+    assert!(!env.path("drop/seed.csv").exists());
+}
+
+#[test]
+fn a_file_is_sent_once_and_copies_of_it_never() {
+    let env = Env::new("");
+    env.drop_file("orders.csv", &orders(1, 200, 2));
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(env.requests(), 200);
+    assert!(
+        r.stdout.contains("400 rows: 200 conversions accepted"),
+        "{}",
+        r.stdout
+    );
+
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0);
+    assert_eq!(env.requests(), 200, "a second run sends nothing");
+
+    // The same content again, under the same name and under another name.
+    std::fs::copy(env.archived("orders.csv"), env.path("drop/orders.csv")).unwrap();
+    std::fs::copy(
+        env.archived("orders.csv"),
+        env.path("drop/orders_export (1).csv"),
+    )
+    .unwrap();
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(env.requests(), 200, "copies send nothing: {}", r.stdout);
+    assert!(
+        r.stdout.contains("orders_export (1).csv: same content as"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(env.accepted_counts().values().max(), Some(&1));
+    assert_every_row_accounted(&env);
+}
+
+#[test]
+fn a_cumulative_re_export_sends_only_the_new_orders() {
+    let env = Env::new("");
+    env.drop_file("day1.csv", &orders(1, 100, 1));
+    assert_eq!(env.run(&["run"]).code, 0);
+    env.drop_file("day2.csv", &orders(1, 150, 1));
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(env.requests(), 150);
+    assert!(
+        r.stdout
+            .contains("150 rows: 50 conversions accepted, 100 rows already sent"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(env.accepted_counts().len(), 150);
+    assert_every_row_accounted(&env);
+}
+
+#[test]
+fn new_items_for_an_accepted_order_are_reported_not_sent() {
+    let env = Env::new("");
+    env.drop_file("a.csv", &orders(1, 3, 1));
+    assert_eq!(env.run(&["run"]).code, 0);
+    // O-2 gains an item in a later export: a conversion cannot be amended.
+    let mut later = orders(1, 3, 1);
+    later.push_str("O-2,2025-11-20T10:00:00Z,SKU-EXTRA,1,5.00\n");
+    env.drop_file("b.csv", &later);
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(env.requests(), 3);
+    assert!(
+        r.stdout.contains("OrderId O-2 (CampaignId 1000, ActionTrackerId 2000): order changed after it was sent; adjust it in impact (lines 3, 5)"),
+        "{}",
+        r.stdout
+    );
+    let rejects = std::fs::read_to_string(env.archived("b.csv.rejects.csv")).unwrap();
+    assert!(rejects.contains("new or changed lines: 5"), "{rejects}");
+    assert_every_row_accounted(&env);
+}
+
+#[test]
+fn replay_after_fixing_a_rejected_order_sends_only_that_order() {
+    let env = Env::new("");
+    env.sandbox.set_faults(Faults {
+        reject_orders: vec!["O-3".into()],
+        ..Faults::default()
+    });
+    env.drop_file("orders.csv", &orders(1, 5, 2));
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("4 conversions accepted, 1 conversion rejected by impact"),
+        "{}",
+        r.stdout
+    );
+    let rejects = std::fs::read_to_string(env.archived("orders.csv.rejects.csv")).unwrap();
+    assert_eq!(
+        rejects.lines().count(),
+        3,
+        "header + the 2 rows of O-3: {rejects}"
+    );
+    assert!(rejects.contains("CAMPAIGN_NOT_FOUND"));
+
+    // A plain send of the same file: already processed, nothing sent.
+    let archived = env.archived("orders.csv");
+    let r = env.run(&["send", archived.to_str().unwrap()]);
+    assert_eq!(env.requests(), 5, "{}", r.stdout);
+
+    // The campaign is fixed at impact; the operator replays the file.
+    env.sandbox.set_faults(Faults::default());
+    let r = env.run(&["send", "--replay", archived.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(env.requests(), 6, "only O-3 again: {}", r.stdout);
+    assert_eq!(env.sandbox.received().last().unwrap().order_id, "O-3");
+    assert_eq!(
+        env.ledger_states().get("O-3").map(String::as_str),
+        Some("accepted")
+    );
+    let c = rusqlite::Connection::open(env.path("ledger.sqlite")).unwrap();
+    let (user, queued): (String, i64) = c
+        .query_row("SELECT user, queued FROM replays", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(!user.is_empty());
+    assert_eq!(queued, 1);
+}
+
+#[test]
+fn resend_accepted_resends_with_a_warning() {
+    let env = Env::new("");
+    env.drop_file("orders.csv", &orders(1, 4, 1));
+    assert_eq!(env.run(&["run"]).code, 0);
+    let archived = env.archived("orders.csv");
+    let r = env.run(&["send", "--replay", archived.to_str().unwrap()]);
+    assert_eq!(
+        env.requests(),
+        4,
+        "a plain replay skips accepted ones: {}",
+        r.stdout
+    );
+    let r = env.run(&[
+        "send",
+        "--replay",
+        "--resend-accepted",
+        archived.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("warning: --resend-accepted"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("second commission"));
+    assert_eq!(env.requests(), 8);
+    assert_eq!(env.sandbox.stats().duplicates.len(), 4);
+}
+
+#[test]
+fn a_401_stops_everything_and_a_rerun_with_the_right_token_sends_all() {
+    let env = Env::new("");
+    env.drop_file("orders.csv", &orders(1, 20, 1));
+    let r = env.run_with_token(&["run"], "wrong-token");
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("IMPACT_AUTH_TOKEN"), "{}", r.stdout);
+    assert!(!r.stdout.contains("wrong-token") && !r.stderr.contains("wrong-token"));
+    assert_eq!(env.sandbox.stats().accepted, 0);
+    assert!(env.ledger_states().values().all(|s| s == "pending"));
+    assert!(
+        env.path("drop/orders.csv").exists(),
+        "not archived while pending"
+    );
+
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(env.sandbox.stats().accepted, 20);
+    assert!(env.ledger_states().values().all(|s| s == "accepted"));
+    assert_every_row_accounted(&env);
+}
+
+#[test]
+fn a_fault_storm_loses_nothing_and_duplicates_only_dropped_answers() {
+    let env = Env::new("max_in_flight = 8");
+    env.sandbox.set_faults(Faults {
+        error_rate: 0.3,
+        drop_rate: 0.1,
+        rate_limit_burst: 30,
+        retry_after_secs: 1,
+        ..Faults::default()
+    });
+    env.drop_file("storm.csv", &orders(1, 2000, 1));
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let stats = env.sandbox.stats();
+    let counts = env.accepted_counts();
+    assert_eq!(counts.len(), 2000, "every order accepted");
+    assert!(stats.statuses.get(&429).copied().unwrap_or(0) >= 30);
+    assert!(stats.statuses.keys().any(|s| *s >= 500));
+    for (order, n) in &counts {
+        let dropped = stats.dropped.get(order).copied().unwrap_or(0);
+        assert!(
+            *n <= 1 + dropped,
+            "{order} accepted {n} times but dropped only {dropped}"
+        );
+    }
+    assert!(!stats.dropped.is_empty());
+    assert!(env.ledger_states().values().all(|s| s == "accepted"));
+    assert_every_row_accounted(&env);
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing_and_resends_only_what_was_in_flight() {
+    let env = Env::new("");
+    env.sandbox.set_faults(Faults {
+        latency_ms: 4,
+        ..Faults::default()
+    });
+    env.drop_file("orders.csv", &orders(1, 400, 1));
+    let mut in_flight_at_kills: BTreeSet<String> = BTreeSet::new();
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut kills = 0;
+    for _ in 0..12 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(40 + seed % 400);
+        let mut child = Command::new(BIN)
+            .current_dir(env.dir.path())
+            .arg("run")
+            .env("IMPACT_AUTH_TOKEN", TOKEN)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() >= delay {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if finished.is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+            // In flight at this kill: accepted by impact, not yet accepted in the ledger.
+            let ledger = ledger_states(&env.path("ledger.sqlite"));
+            for r in env.sandbox.received() {
+                if ledger.get(&r.order_id).map(String::as_str) != Some("accepted") {
+                    in_flight_at_kills.insert(r.order_id);
+                }
+            }
+        }
+    }
+    assert!(kills >= 3, "the kills should land mid-run ({kills})");
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let counts = env.accepted_counts();
+    assert_eq!(counts.len(), 400, "none lost");
+    for (order, n) in &counts {
+        if *n > 1 {
+            assert!(
+                in_flight_at_kills.contains(order),
+                "{order} sent {n} times but was not in flight at a kill"
+            );
+        }
+    }
+    assert!(env.ledger_states().values().all(|s| s == "accepted"));
+    assert!(env.archived("orders.csv").exists());
+    assert_every_row_accounted(&env);
+}
