@@ -205,6 +205,16 @@ fn a_cumulative_re_export_sends_only_the_new_orders() {
     env.drop_file("day1.csv", &orders(1, 100, 1));
     assert_eq!(env.run(&["run"]).code, 0);
     env.drop_file("day2.csv", &orders(1, 150, 1));
+    let r = env.run(&["send", "--dry-run", "drop/day2.csv"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("150 rows: 50 conversions would be sent, 100 already sent"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(env.requests(), 100, "a dry run sends nothing");
+    assert_eq!(env.ledger_states().len(), 100, "and records nothing");
     let r = env.run(&["run"]);
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert_eq!(env.requests(), 150);

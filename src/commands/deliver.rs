@@ -250,6 +250,88 @@ pub async fn deliver(
     })
 }
 
+/// `send --dry-run`: what `send` would do, planned against the ledger read-only; nothing is
+/// sent or recorded.
+pub fn dry_run(
+    config: &Config,
+    files: &[PathBuf],
+    mode: Mode,
+    out: &mut dyn Write,
+) -> Result<Outcome, CommandError> {
+    use crate::impact::form;
+    use std::collections::{HashMap, HashSet};
+    let ledger = match Ledger::open_read(&config.ledger.path) {
+        Ok(l) => Some(l),
+        Err(crate::ledger::LedgerError::Missing { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let stages = pipeline::Stages::from_config(config);
+    let mut outcome = Outcome::Clean;
+    for path in pipeline::expand_paths(files).map_err(|e| CommandError::Message(e.to_string()))? {
+        let (hash, _) = crate::archive::content_hash(&path)
+            .map_err(|e| CommandError::Message(format!("{}: {e}", path.display())))?;
+        let seen = match &ledger {
+            Some(l) => l.file_by_hash(&hash)?,
+            None => None,
+        };
+        if let (Some(f), Mode::Normal) = (&seen, mode) {
+            writeln!(
+                out,
+                "{}: same content as {} (file #{}): nothing would be sent",
+                path.display(),
+                f.path,
+                f.id
+            )?;
+            continue;
+        }
+        let mut conversions = Vec::new();
+        let report = match pipeline::process_file(&stages, &path, &mut |c| {
+            let body = form::encode(&c);
+            conversions.push((c, body));
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                writeln!(out, "error: {e}")?;
+                outcome = Outcome::Fatal;
+                continue;
+            }
+        };
+        let keys: Vec<_> = conversions.iter().map(|(c, _)| c.key()).collect();
+        let known = match &ledger {
+            Some(l) => l.known(&keys)?,
+            None => HashMap::new(),
+        };
+        let p = crate::plan::plan(
+            &conversions,
+            &report.invalid,
+            &[],
+            &known,
+            &HashSet::new(),
+            mode,
+        );
+        for c in &p.send {
+            writeln!(out, "# would send {}", c.key)?;
+            writeln!(out, "{}", c.body)?;
+        }
+        writeln!(
+            out,
+            "{}: {} rows: {} conversions would be sent, {} already sent, {} already pending, {} rejected before, {} changed after sent, {} orders invalid; nothing was sent",
+            path.display(),
+            report.rows,
+            p.send.len(),
+            p.already_sent,
+            p.already_pending,
+            p.already_rejected,
+            p.changed.len(),
+            report.invalid.len()
+        )?;
+        if !report.is_clean() {
+            outcome = outcome.and(Outcome::Problems);
+        }
+    }
+    Ok(outcome)
+}
+
 fn is_loopback(url: &str) -> bool {
     let host = url
         .trim_start_matches("http://")

@@ -121,7 +121,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
                 Mode::Normal
             };
             if dry_run {
-                return check::run(&config, &files, true, false, out);
+                return deliver::dry_run(&config, &files, mode, out);
             }
             deliver::run(
                 &config,
