@@ -40,7 +40,7 @@ impl Env {
             .unwrap();
         let dir = workspace(&format!(
             "[source]\ndrop_dir = \"drop\"\n[impact]\nbase_url = \"{}\"\naccount_sid = \"{SID}\"\n\
-             requests_per_hour = 0\nretry_cap_secs = 1\ngive_up_after_secs = 120\n{extra}\n\
+             requests_per_hour = 0\nretry_cap_secs = 1\n{extra}\n\
              [ledger]\npath = \"ledger.sqlite\"\n",
             sandbox.base_url()
         ));
@@ -445,4 +445,100 @@ fn kill_9_at_random_moments_loses_nothing_and_resends_only_what_was_in_flight() 
     assert!(env.ledger_states().values().all(|s| s == "accepted"));
     assert!(env.archived("orders.csv").exists());
     assert_every_row_accounted(&env);
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn a_long_outage_leaves_conversions_pending_and_the_next_run_sends_them() {
+    let env = Env::new("give_up_after_secs = 2");
+    env.sandbox.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    env.drop_file("orders.csv", &orders(1, 10, 1));
+    let start = Instant::now();
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "gave up in bounded time"
+    );
+    assert!(
+        r.stdout.contains(
+            "10 conversions pending (impact stayed unavailable; they go on the next run)"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(env.sandbox.stats().accepted, 0);
+    assert!(
+        env.path("drop/orders.csv").exists(),
+        "a file with pending conversions stays"
+    );
+
+    env.sandbox.set_faults(Faults::default());
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(env.accepted_counts().len(), 10);
+    assert!(
+        r.stdout.contains("(resumed from an earlier run)"),
+        "{}",
+        r.stdout
+    );
+    assert_every_row_accounted(&env);
+}
+
+#[test]
+fn the_token_appears_in_no_file_and_no_output() {
+    let env = Env::new("");
+    env.sandbox.set_faults(Faults {
+        reject_orders: vec!["O-2".into()],
+        ..Faults::default()
+    });
+    env.drop_file("orders.csv", &orders(1, 3, 1));
+    std::fs::copy(
+        samples().join("bad-rows.csv"),
+        env.path("drop/bad-rows.csv"),
+    )
+    .unwrap();
+    let mut outputs = Vec::new();
+    for args in [
+        &["run"][..],
+        &["status"],
+        &["status", "--json"],
+        &["config"],
+        &["--help"],
+    ] {
+        let r = env.run_with_token(args, TOKEN);
+        outputs.push(r.stdout + &r.stderr);
+    }
+    let r = env.run_with_token(&["-vv", "run"], "wrong-token-ab12");
+    outputs.push(r.stdout + &r.stderr);
+    for o in &outputs {
+        assert!(
+            !o.contains(TOKEN) && !o.contains("wrong-token-ab12"),
+            "token in output:\n{o}"
+        );
+    }
+    let mut files = Vec::new();
+    all_files(env.dir.path(), &mut files);
+    assert!(files
+        .iter()
+        .any(|f| f.to_string_lossy().ends_with(".rejects.csv")));
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        let hay = String::from_utf8_lossy(&bytes);
+        assert!(!hay.contains(TOKEN), "token found in {}", f.display());
+    }
 }
