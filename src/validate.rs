@@ -101,7 +101,7 @@ impl Rules {
 }
 
 /// Brand conversions need at least one of these to attribute the conversion to a partner.
-const ATTRIBUTION_KEYS: &[&str] = &[
+pub const ATTRIBUTION_KEYS: &[&str] = &[
     "ClickId",
     "CustomerId",
     "CustomProfileId",

@@ -160,13 +160,7 @@ pub async fn deliver(
     }
 
     // Submit everything pending (this run's and any left from before).
-    let pending = submit::with_ledger(&ledger, |l| {
-        Ok(l.counts_by_state("conversions")?
-            .into_iter()
-            .find(|(s, _)| s == "pending")
-            .map_or(0, |(_, n)| n))
-    })
-    .await?;
+    let pending = submit::with_ledger(&ledger, |l| l.pending_count()).await?;
     let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() && pending >= 20 {
         let bar = indicatif::ProgressBar::new(pending);
         bar.set_style(
@@ -229,13 +223,7 @@ pub async fn deliver(
         };
         problems |= write_file_line(out, s, &stats)?;
     }
-    let left = submit::with_ledger(&ledger, |l| {
-        Ok(l.counts_by_state("conversions")?
-            .into_iter()
-            .find(|(s, _)| s == "pending")
-            .map_or(0, |(_, n)| n))
-    })
-    .await?;
+    let left = submit::with_ledger(&ledger, |l| l.pending_count()).await?;
     writeln!(out, "{}", summary_line(request.command, &summary, left))?;
     let text = format!("{summary:?}; pending {left}");
     submit::with_ledger(&ledger, move |l| l.finish_run(run_id, &text)).await?;

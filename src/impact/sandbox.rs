@@ -495,20 +495,6 @@ const ITEM_FIELDS: &[&str] = &[
     "ItemPromoCode",
     "ItemDeliveryType",
 ];
-const ATTRIBUTION: &[&str] = &[
-    "ClickId",
-    "CustomerId",
-    "CustomProfileId",
-    "CustomerEmail",
-    "OrderPromoCode",
-    "MediaPartnerId",
-    "MediaId",
-    "UniqueUrl",
-    "GoogAId",
-    "AppleIfa",
-    "AppleIfv",
-    "CallerId",
-];
 
 fn is_money(v: &str) -> bool {
     let (int, frac) = v.split_once('.').unwrap_or((v, "0"));
@@ -538,7 +524,7 @@ pub fn check(endpoint: &str, fields: &[(String, String)]) -> (Findings, Findings
         required.push(vec!["MediaPartnerId", "MediaId"]);
     } else {
         required.push(vec!["ActionTrackerId", "EventTypeId", "EventTypeCode"]);
-        required.push(ATTRIBUTION.to_vec());
+        required.push(crate::validate::ATTRIBUTION_KEYS.to_vec());
     }
     for group in &required {
         if !group.iter().any(|k| has(k)) {

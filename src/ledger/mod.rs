@@ -906,6 +906,18 @@ impl Ledger {
             .map_err(sql(&self.path, "count by state"))
     }
 
+    /// How many conversions are pending.
+    pub fn pending_count(&self) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM conversions WHERE state = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql(&self.path, "count pending conversions"))
+    }
+
     /// When the oldest pending conversion was recorded.
     pub fn oldest_pending(&self) -> Result<Option<String>> {
         self.conn
