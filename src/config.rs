@@ -87,6 +87,7 @@ pub struct Config {
     pub mapping: Vec<(Field, Source)>,
     pub ledger: LedgerConfig,
     pub archive: ArchiveConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +105,24 @@ pub struct SourceConfig {
     pub date_formats: Vec<String>,
     /// Accept the literal `NOW` as EventDate (off: after a backlog every date would be wrong).
     pub allow_event_date_now: bool,
+    /// Full rescan period of `watch` (notify events only trigger earlier scans).
+    pub rescan_secs: u64,
+    /// How long size and mtime must stay the same before a file is read.
+    pub settle: std::time::Duration,
+    /// Glob patterns of names never read.
+    pub ignore: Vec<String>,
+    /// Marker suffix (`.done`): `orders.csv` is ready once `orders.csv.done` exists.
+    pub ready_marker: Option<String>,
+    /// Watch subfolders too.
+    pub recursive: bool,
+    /// Use OS file events (inotify) as hints; `false` = poll only (network mounts).
+    pub watch_events: bool,
+}
+
+/// `[http]`: the optional health and metrics endpoint of `watch`.
+#[derive(Clone, Debug, Default)]
+pub struct HttpConfig {
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -125,6 +144,8 @@ pub struct ImpactConfig {
     pub give_up_after_secs: u64,
     /// The longest wait between retries of one conversion.
     pub retry_cap_secs: u64,
+    /// On SIGTERM, how long POSTs in flight may take to finish.
+    pub shutdown_grace_secs: u64,
 }
 
 /// `[archive]`: where finished files go.
@@ -137,6 +158,8 @@ pub struct ArchiveConfig {
 #[derive(Clone, Debug)]
 pub struct LedgerConfig {
     pub path: PathBuf,
+    /// Line and conversion records older than this are pruned (never pending ones).
+    pub keep_days: u32,
 }
 
 impl ImpactConfig {
@@ -198,6 +221,14 @@ struct RawConfig {
     ledger: RawLedger,
     #[serde(default)]
     archive: RawArchive,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -216,6 +247,12 @@ struct RawSource {
     timezone: Option<String>,
     date_format: Option<StringOrList>,
     allow_event_date_now: Option<bool>,
+    rescan_secs: Option<u64>,
+    settle_secs: Option<f64>,
+    ignore: Option<Vec<String>>,
+    ready_marker: Option<String>,
+    recursive: Option<bool>,
+    watch_events: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -240,12 +277,14 @@ struct RawImpact {
     timeout_secs: Option<u64>,
     give_up_after_secs: Option<u64>,
     retry_cap_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLedger {
     path: Option<PathBuf>,
+    keep_days: Option<u32>,
 }
 
 /// Environment variables that override single keys, with the key each one sets.
@@ -389,6 +428,7 @@ fn build(
         mapping,
         ledger,
         archive,
+        http,
     } = raw;
 
     let format = source.format.unwrap_or_else(|| "impact".to_owned());
@@ -485,6 +525,43 @@ fn build(
     let timeout_secs = positive("timeout_secs", impact.timeout_secs, 30)?;
     let retry_cap_secs = positive("retry_cap_secs", impact.retry_cap_secs, 300)?;
     let give_up_after_secs = impact.give_up_after_secs.unwrap_or(600);
+    let shutdown_grace_secs = impact.shutdown_grace_secs.unwrap_or(20);
+    let rescan_secs = source.rescan_secs.unwrap_or(30);
+    if rescan_secs == 0 {
+        return Err("[source] rescan_secs must be at least 1".into());
+    }
+    let settle = match source.settle_secs {
+        None => std::time::Duration::from_secs(5),
+        Some(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+            std::time::Duration::from_secs_f64(s)
+        }
+        Some(s) => {
+            return Err(format!(
+                "[source] settle_secs = {s} must be between 0 and 86400"
+            ))
+        }
+    };
+    let ready_marker = match source.ready_marker {
+        Some(m) if m.trim().is_empty() || m.contains('/') => {
+            return Err(format!(
+                "[source] ready_marker = \"{m}\" must be a file-name suffix such as \".done\""
+            ))
+        }
+        other => other,
+    };
+    let listen = match http.listen.as_deref() {
+        None => None,
+        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|_| {
+            format!("[http] listen = \"{a}\" is not an address:port such as \"127.0.0.1:9898\"")
+        })?),
+    };
+    let keep_days = ledger.keep_days.unwrap_or(400);
+    if keep_days < 90 {
+        return Err(format!(
+            "[ledger] keep_days = {keep_days} is shorter than impact's windows (90 days): a \
+             re-uploaded export could then be sent twice; use at least 90"
+        ));
+    }
 
     let mut defaults_out = Vec::new();
     for (key, value) in defaults {
@@ -568,6 +645,17 @@ fn build(
             timezone,
             date_formats,
             allow_event_date_now: source.allow_event_date_now.unwrap_or(false),
+            rescan_secs,
+            settle,
+            ignore: source.ignore.unwrap_or_else(|| {
+                crate::watch::DEFAULT_IGNORE
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+            ready_marker,
+            recursive: source.recursive.unwrap_or(false),
+            watch_events: source.watch_events.unwrap_or(true),
         },
         impact: ImpactConfig {
             endpoint: impact.endpoint.unwrap_or(Endpoint::Partner),
@@ -581,7 +669,9 @@ fn build(
             timeout_secs,
             give_up_after_secs,
             retry_cap_secs,
+            shutdown_grace_secs,
         },
+        http: HttpConfig { listen },
         archive: ArchiveConfig {
             dir: archive.dir.unwrap_or_else(|| "processed".into()),
         },
@@ -592,6 +682,7 @@ fn build(
                 &base,
                 ledger.path.unwrap_or_else(|| "impact-drop.sqlite".into()),
             ),
+            keep_days,
         },
         file,
     })
@@ -653,6 +744,15 @@ impl Config {
             "allow_event_date_now = {}",
             self.source.allow_event_date_now
         );
+        let _ = writeln!(out, "rescan_secs = {}", self.source.rescan_secs);
+        let _ = writeln!(out, "settle_secs = {}", self.source.settle.as_secs_f64());
+        let ignore: Vec<_> = self.source.ignore.iter().map(|g| q(g)).collect();
+        let _ = writeln!(out, "ignore = [{}]", ignore.join(", "));
+        if let Some(m) = &self.source.ready_marker {
+            let _ = writeln!(out, "ready_marker = {}", q(m));
+        }
+        let _ = writeln!(out, "recursive = {}", self.source.recursive);
+        let _ = writeln!(out, "watch_events = {}", self.source.watch_events);
         let _ = writeln!(out, "\n[impact]");
         let endpoint = match self.impact.endpoint {
             Endpoint::Partner => "partner",
@@ -688,6 +788,11 @@ impl Config {
             self.impact.give_up_after_secs
         );
         let _ = writeln!(out, "retry_cap_secs = {}", self.impact.retry_cap_secs);
+        let _ = writeln!(
+            out,
+            "shutdown_grace_secs = {}",
+            self.impact.shutdown_grace_secs
+        );
         let _ = writeln!(out, "\n[defaults]");
         for (f, v) in &self.defaults {
             let _ = writeln!(out, "{f} = {}", q(v));
@@ -709,6 +814,10 @@ impl Config {
         let _ = writeln!(out, "dir = {}", q(&self.archive.dir.to_string_lossy()));
         let _ = writeln!(out, "\n[ledger]");
         let _ = writeln!(out, "path = {}", q(&self.ledger.path.to_string_lossy()));
+        let _ = writeln!(out, "keep_days = {}", self.ledger.keep_days);
+        if let Some(l) = self.http.listen {
+            let _ = writeln!(out, "\n[http]\nlisten = {}", q(&l.to_string()));
+        }
         out
     }
 }

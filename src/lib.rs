@@ -31,3 +31,4 @@ pub mod profile;
 pub mod read;
 pub mod submit;
 pub mod validate;
+pub mod watch;

@@ -78,7 +78,7 @@ pub fn run(
     let mut outcome = Outcome::Clean;
     let mut totals = Totals::default();
     let mut json_files: Vec<serde_json::Value> = Vec::new();
-    let files = match pipeline::expand_paths(paths) {
+    let files = match pipeline::expand_paths(paths, &config.source.ignore) {
         Ok(f) => f,
         Err(e) => {
             writeln!(out, "error: {e}")?;

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::impact::client::Client;
 use crate::impact::pacing::Pacer;
 use crate::ledger::{FileStats, Ledger};
-use crate::pipeline::deliver::{scan, Deliverer, Finished, Intake};
+use crate::pipeline::deliver::{Deliverer, Finished, Intake};
 use crate::pipeline::{self};
 use crate::plan::Mode;
 use crate::submit::{self, Progress, Summary};
@@ -104,15 +104,19 @@ pub async fn deliver(
 
     // Intake: every file read, planned and recorded before anything is sent.
     let paths = match &request.files {
-        Some(files) => {
-            pipeline::expand_paths(files).map_err(|e| CommandError::Message(e.to_string()))?
-        }
-        None => scan(&config.source.drop_dir).map_err(|e| {
-            CommandError::Message(format!(
-                "cannot read the drop folder {}: {e}; check [source] drop_dir",
-                config.source.drop_dir.display()
-            ))
-        })?,
+        Some(files) => pipeline::expand_paths(files, &config.source.ignore)
+            .map_err(|e| CommandError::Message(e.to_string()))?,
+        None => crate::watch::scan(&crate::watch::WatchOptions::from_config(config))
+            .map_err(|e| {
+                CommandError::Message(format!(
+                    "cannot read the drop folder {}: {e}; check [source] drop_dir",
+                    config.source.drop_dir.display()
+                ))
+            })?
+            .into_iter()
+            .filter(|c| c.marked)
+            .map(|c| c.path)
+            .collect(),
     };
     let mut seen: Vec<Seen> = Vec::new();
     let mut unreadable = 0u64;
@@ -255,7 +259,9 @@ pub fn dry_run(
     };
     let stages = pipeline::Stages::from_config(config);
     let mut outcome = Outcome::Clean;
-    for path in pipeline::expand_paths(files).map_err(|e| CommandError::Message(e.to_string()))? {
+    for path in pipeline::expand_paths(files, &config.source.ignore)
+        .map_err(|e| CommandError::Message(e.to_string()))?
+    {
         let (hash, _) = crate::archive::content_hash(&path)
             .map_err(|e| CommandError::Message(format!("{}: {e}", path.display())))?;
         let seen = match &ledger {

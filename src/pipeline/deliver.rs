@@ -251,6 +251,13 @@ impl Deliverer {
         }
         if archive && same {
             done.archived_to = Some(move_into(path, &dir).map_err(io)?);
+            // In marker mode the marker goes with its file.
+            if let Some(m) = &self.config.source.ready_marker {
+                let marker = crate::watch::marker_path(path, m);
+                if marker.exists() {
+                    move_into(&marker, &dir).map_err(io)?;
+                }
+            }
         }
         let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         lock(&self.ledger)?.finish_file(
@@ -270,26 +277,4 @@ impl Deliverer {
         lock(&self.ledger)?.set_archived(file_id, &to.display().to_string())?;
         Ok(to)
     }
-}
-
-/// The exports in the drop folder: regular files with a known extension, temp names skipped,
-/// oldest first by modification time, then by name.
-pub fn scan(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let Ok(entry) = entry else { continue };
-        let path = entry.path();
-        let Ok(meta) = entry.metadata() else { continue };
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !meta.is_file()
-            || super::is_temp_name(&name)
-            || crate::read::FileKind::from_path(&path).is_none()
-        {
-            continue;
-        }
-        found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), path));
-    }
-    found.sort();
-    Ok(found.into_iter().map(|(_, p)| p).collect())
 }

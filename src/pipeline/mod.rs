@@ -251,23 +251,9 @@ fn sniff_kind(input: &mut Box<dyn BufRead + Send>) -> std::io::Result<FileKind> 
     })
 }
 
-/// Names that are never exports: dotfiles and the temp names upload clients write.
-pub fn is_temp_name(name: &str) -> bool {
-    const SUFFIXES: &[&str] = &[
-        ".part",
-        ".filepart",
-        ".tmp",
-        ".partial",
-        "~",
-        ".swp",
-        ".crdownload",
-    ];
-    name.starts_with('.') || SUFFIXES.iter().any(|s| name.ends_with(s))
-}
-
 /// The files a list of paths names: files as given; directories expanded (not recursively)
 /// to the exports inside them, sorted by name, temp names skipped.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
+pub fn expand_paths(paths: &[PathBuf], ignore: &[String]) -> Result<Vec<PathBuf>, ReadError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -281,7 +267,8 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
                 .filter(|f| f.is_file())
                 .filter(|f| {
                     let name = f.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-                    !is_temp_name(name) && FileKind::from_path(f).is_some()
+                    !ignore.iter().any(|g| crate::watch::glob_match(g, name))
+                        && FileKind::from_path(f).is_some()
                 })
                 .collect();
             found.sort();
@@ -291,27 +278,4 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn temp_names_are_recognised() {
-        for n in [
-            ".orders.csv",
-            "orders.csv.part",
-            "a.filepart",
-            "x.tmp",
-            "y.partial",
-            "z.csv~",
-            ".z.swp",
-        ] {
-            assert!(is_temp_name(n), "{n}");
-        }
-        for n in ["orders.csv", "orders_export (1).csv", "a.jsonl"] {
-            assert!(!is_temp_name(n), "{n}");
-        }
-    }
 }
