@@ -49,6 +49,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Watch the drop folder and deliver every finished export, until SIGTERM/SIGINT.
+    ///
+    /// The daemon to run under systemd (see samples/impact-drop.service). A first signal stops
+    /// taking files and lets POSTs in flight finish (shutdown_grace_secs), then exits 0; a
+    /// second signal exits at once (the ledger stays consistent either way).
+    Watch,
     /// One pass over the drop folder: every export to a final state, then exit (for cron or
     /// systemd timers).
     ///

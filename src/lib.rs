@@ -22,6 +22,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod group;
+pub mod http;
 pub mod impact;
 pub mod ledger;
 pub mod model;

@@ -69,7 +69,12 @@ pub struct Summary {
 
 /// Callbacks for progress (a progress bar, metrics); all optional.
 pub trait Progress: Send + Sync {
+    /// A final answer: accepted or rejected.
     fn answered(&self, _accepted: bool) {}
+    /// A failure that will be retried.
+    fn retried(&self) {}
+    /// A 429.
+    fn rate_limited(&self) {}
 }
 
 impl Progress for () {}
@@ -83,6 +88,7 @@ pub async fn send_pending(
     opts: Options,
     cancel: CancellationToken,
     progress: Arc<dyn Progress>,
+    wake: Option<Arc<tokio::sync::Notify>>,
 ) -> Result<Summary, LedgerError> {
     let deadline = opts.give_up_after.map(|d| Instant::now() + d);
     let mut summary = Summary::default();
@@ -131,13 +137,21 @@ pub async fn send_pending(
             if wait.is_zero() {
                 continue;
             }
-            let wake = match deadline {
+            let wake_at = match deadline {
                 Some(d) => (Instant::now() + wait).min(d),
                 None => Instant::now() + wait,
             };
+            let woken = async {
+                match &wake {
+                    Some(w) => w.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
                 _ = cancel.cancelled() => {}
+                // New work (a file taken in) goes at once, not after the next retry.
+                _ = woken => {}
             }
             continue;
         }
@@ -192,6 +206,7 @@ pub async fn send_pending(
                 summary.rate_limited += 1;
                 tracing::info!(order_id = %d.order_id, "impact answered 429; waiting {}s", wait.as_secs());
                 pacer.pause_until(Instant::now() + wait);
+                progress.rate_limited();
                 outcomes.push(Outcome::Retry {
                     id: d.id,
                     error: "impact answered 429 Too Many Requests".into(),
@@ -203,6 +218,7 @@ pub async fn send_pending(
                 retry_after,
             } => {
                 summary.retried += 1;
+                progress.retried();
                 let wait = retry_after.unwrap_or_else(|| backoff(d.attempts + 1, opts.retry_cap));
                 tracing::info!(order_id = %d.order_id, file_id = d.file_id, "{reason}; retrying in {:.1}s", wait.as_secs_f64());
                 outcomes.push(Outcome::Retry {

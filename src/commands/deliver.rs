@@ -189,7 +189,7 @@ pub async fn deliver(
         batch: 64,
     };
     let summary =
-        submit::send_pending(ledger.clone(), client, pacer, opts, cancel, progress).await?;
+        submit::send_pending(ledger.clone(), client, pacer, opts, cancel, progress, None).await?;
 
     // Finish: rejects files and archive for every file whose conversions are all final.
     for s in &mut seen {

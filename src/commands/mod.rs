@@ -5,6 +5,7 @@ pub mod check;
 pub mod deliver;
 pub mod sandbox;
 pub mod status;
+pub mod watch;
 
 use std::io::Write;
 
@@ -100,6 +101,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
     }
     let config = config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Watch => watch::run(config),
         Command::Run => deliver::run(
             &config,
             deliver::Request {

@@ -65,6 +65,8 @@ pub struct Received {
 /// Counters for tests and the demo.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Stats {
+    /// Requests that arrived (counted before any latency, so a test can see them in flight).
+    pub arrived: u64,
     pub requests: u64,
     pub accepted: u64,
     /// Accepted again with an OrderId already accepted (impact would flag CONV_DUPLICATE).
@@ -200,7 +202,13 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
     if path.starts_with("/_sandbox/") {
         return Ok(control(&state, req).await);
     }
-    let latency = state.lock().map(|s| s.faults.latency_ms).unwrap_or(0);
+    let latency = state
+        .lock()
+        .map(|mut s| {
+            s.stats.arrived += 1;
+            s.faults.latency_ms
+        })
+        .unwrap_or(0);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }

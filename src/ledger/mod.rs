@@ -906,6 +906,50 @@ impl Ledger {
             .map_err(sql(&self.path, "count by state"))
     }
 
+    /// Prunes line and conversion records older than `keep_days`, never those still pending
+    /// (nor the lines of files still processing). File records stay: they are small, and they
+    /// keep even an ancient export recognised by its content hash. Returns `(lines,
+    /// conversions)` removed.
+    pub fn prune(&mut self, keep_days: u32) -> Result<(u64, u64)> {
+        let cutoff = time_text(chrono::Utc::now() - chrono::Duration::days(i64::from(keep_days)));
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(&path, "begin"))?;
+        let lines = tx
+            .execute(
+                "DELETE FROM lines WHERE file_id IN
+                    (SELECT id FROM files WHERE state != 'processing'
+                       AND COALESCE(finished_at, first_seen) < ?1)
+                 AND (conversion_id IS NULL OR conversion_id NOT IN
+                    (SELECT id FROM conversions WHERE state = 'pending'))",
+                [&cutoff],
+            )
+            .map_err(sql(&path, "prune lines"))?;
+        let conversions = tx
+            .execute(
+                "DELETE FROM conversions WHERE state != 'pending' AND updated_at < ?1
+                 AND id NOT IN (SELECT conversion_id FROM lines WHERE conversion_id IS NOT NULL)",
+                [&cutoff],
+            )
+            .map_err(sql(&path, "prune conversions"))?;
+        tx.commit().map_err(sql(&path, "commit pruning"))?;
+        Ok((lines as u64, conversions as u64))
+    }
+
+    /// Rows recorded with this outcome (e.g. `invalid`), across all files.
+    pub fn count_lines(&self, outcome: LineOutcome) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM lines WHERE outcome = ?1",
+                [outcome.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql(&self.path, "count lines"))
+    }
+
     /// How many conversions are pending.
     pub fn pending_count(&self) -> Result<u64> {
         self.conn
@@ -1104,6 +1148,64 @@ mod tests {
         assert_eq!(
             l.rejected_lines(f).unwrap(),
             vec![(3, "rejected by impact: OrderId: bad".into())]
+        );
+    }
+
+    #[test]
+    fn pruning_removes_old_final_records_and_never_pending_ones() {
+        let mut l = Ledger::in_memory().unwrap();
+        let old = l.insert_file("old", "old.csv", 1, None).unwrap();
+        let a = plan_one(&mut l, old, "A", 2);
+        let p = plan_one(&mut l, old, "P", 3);
+        l.record_outcomes(&[Outcome::Accepted {
+            id: a,
+            queued_uri: None,
+            warnings: vec![],
+        }])
+        .unwrap();
+        l.finish_file(old, None, None).unwrap();
+        let recent = l.insert_file("new", "new.csv", 1, None).unwrap();
+        let b = plan_one(&mut l, recent, "B", 2);
+        l.record_outcomes(&[Outcome::Accepted {
+            id: b,
+            queued_uri: None,
+            warnings: vec![],
+        }])
+        .unwrap();
+        l.finish_file(recent, None, None).unwrap();
+        // Age the old file and its conversions by 500 days.
+        let long_ago = time_text(chrono::Utc::now() - chrono::Duration::days(500));
+        l.conn()
+            .execute(
+                "UPDATE files SET finished_at = ?1, first_seen = ?1 WHERE id = ?2",
+                params![long_ago, old],
+            )
+            .unwrap();
+        l.conn()
+            .execute(
+                "UPDATE conversions SET updated_at = ?1 WHERE id IN (?2, ?3)",
+                params![long_ago, a, p],
+            )
+            .unwrap();
+        assert_eq!(
+            l.prune(400).unwrap(),
+            (1, 1),
+            "A's line and A; not pending P or its line"
+        );
+        let left: Vec<String> = {
+            let mut st = l
+                .conn()
+                .prepare("SELECT order_id FROM conversions ORDER BY order_id")
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(left, vec!["B", "P"]);
+        assert!(
+            l.file_by_hash("old").unwrap().is_some(),
+            "file records stay"
         );
     }
 

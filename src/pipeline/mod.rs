@@ -4,6 +4,7 @@
 //! This is the only module that knows every stage. `process_file`'s callback receives each
 //! valid conversion as soon as its file has been read whole (an order is complete only then).
 
+pub mod daemon;
 pub mod deliver;
 
 use std::io::BufRead;

@@ -1,0 +1,404 @@
+//! The daemon (`watch`): scan → settle → intake → submit → finish, until a signal.
+//!
+//! Two tasks share the ledger. The **scanner** scans the drop folder at start, on every
+//! notify hint, every `rescan_secs`, and when a settling file is due. It takes ready files in
+//! and finishes files whose conversions are all final. The **sender** sends whatever is
+//! pending, waits as impact asks, and sleeps until new work arrives.
+//!
+//! - **Outages** wait with no time limit: conversions go when impact is back.
+//! - **A 401/403** pauses sending, with an alert repeated every 5 minutes. The token (env or
+//!   `auth_token_file`) is re-read every 5 seconds; a new token resumes sending without a
+//!   restart. The same token is tried again after 10 minutes, in case permissions were fixed.
+//! - **On shutdown** no new file is taken, POSTs in flight get `shutdown_grace_secs` to
+//!   finish and commit, and the process exits 0.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::deliver::{Deliverer, Intake};
+use crate::config::{Config, Secret};
+use crate::http::{self, DaemonState};
+use crate::impact::client::Client;
+use crate::impact::pacing::Pacer;
+use crate::ledger::{Ledger, LedgerError};
+use crate::plan::Mode;
+use crate::submit::{self, with_ledger, SharedLedger};
+use crate::watch::{self, Hint, Settler, WatchOptions};
+
+/// How often an unresolved credentials problem is logged again.
+const ALERT_EVERY: Duration = Duration::from_secs(300);
+/// How often the token is re-read while credentials fail.
+const TOKEN_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// After this long, the same token is tried again (permissions may have been fixed).
+const RETRY_SAME_TOKEN_AFTER: Duration = Duration::from_secs(600);
+/// How often old ledger records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Runs until `shutdown` fires; returns after the grace period at the latest.
+pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let sid = config.impact.require_account_sid()?.to_owned();
+    let opts = WatchOptions::from_config(&config);
+    if !opts.dir.is_dir() {
+        return Err(DaemonError::Setup(format!(
+            "the drop folder {} does not exist or is not a folder: create it or fix [source] drop_dir",
+            opts.dir.display()
+        )));
+    }
+    let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::open(&config.ledger.path)?));
+    let run_id = with_ledger(&ledger, |l| l.start_run("watch", "")).await?;
+    let deliverer = Arc::new(Deliverer::new(config.clone(), ledger.clone()));
+    let state = Arc::new(DaemonState::default());
+    let http_stop = CancellationToken::new();
+    if let Some(addr) = config.http.listen {
+        let bound = http::serve(addr, state.clone(), ledger.clone(), http_stop.clone())
+            .await
+            .map_err(|e| {
+                DaemonError::Setup(format!("cannot listen on {addr} ([http] listen): {e}"))
+            })?;
+        tracing::info!("health on http://{bound}/healthz, metrics on http://{bound}/metrics");
+    }
+
+    let scan_now = Arc::new(Notify::new());
+    let _watcher = if config.source.watch_events {
+        start_watcher(&opts, scan_now.clone(), config.source.rescan_secs)
+    } else {
+        tracing::info!(
+            "file events off ([source] watch_events = false): polling every {}s",
+            config.source.rescan_secs
+        );
+        None
+    };
+
+    let work = Arc::new(Notify::new());
+    let send_stop = CancellationToken::new();
+    let sender = tokio::spawn(sender_loop(
+        config.clone(),
+        sid,
+        ledger.clone(),
+        state.clone(),
+        work.clone(),
+        scan_now.clone(),
+        send_stop.clone(),
+    ));
+    prune(&ledger, config.ledger.keep_days).await;
+    tracing::info!(
+        dir = %opts.dir.display(),
+        "watching: settle {:.1}s, rescan every {}s{}",
+        opts.settle.as_secs_f64(),
+        config.source.rescan_secs,
+        opts.ready_marker.as_ref().map(|m| format!(", ready marker {m}")).unwrap_or_default()
+    );
+
+    let rescan = Duration::from_secs(config.source.rescan_secs);
+    let mut settler = Settler::default();
+    let mut next_rescan = Instant::now();
+    let mut next_settle: Option<Instant> = None;
+    let mut next_prune = Instant::now() + PRUNE_EVERY;
+    loop {
+        let settle_at = next_settle.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = scan_now.notified() => {}
+            _ = tokio::time::sleep_until(next_rescan) => next_rescan = Instant::now() + rescan,
+            _ = tokio::time::sleep_until(settle_at), if next_settle.is_some() => {}
+            _ = tokio::time::sleep_until(next_prune) => {
+                next_prune = Instant::now() + PRUNE_EVERY;
+                prune(&ledger, config.ledger.keep_days).await;
+                continue;
+            }
+        }
+        state.scans.fetch_add(1, Ordering::Relaxed);
+        let o = opts.clone();
+        let candidates = match tokio::task::spawn_blocking(move || watch::scan(&o)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %opts.dir.display(), "cannot scan the drop folder: {e}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let (ready, next) = settler.observe(&candidates, Instant::now(), opts.settle);
+        next_settle = next;
+        state
+            .files_waiting
+            .store(settler.waiting() as u64, Ordering::Relaxed);
+        for path in ready {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let (d, p) = (deliverer.clone(), path.clone());
+            let result =
+                tokio::task::spawn_blocking(move || d.intake(&p, Mode::Normal, run_id)).await;
+            let Ok(result) = result else { continue };
+            match result {
+                Ok(intake) => {
+                    settler.take(&path, &candidates);
+                    state.files_seen.fetch_add(1, Ordering::Relaxed);
+                    match intake {
+                        Intake::Planned { report, plan, .. } => {
+                            tracing::info!(
+                                file = %path.display(),
+                                "{} rows: {} conversions queued, {} already sent, {} invalid orders",
+                                report.rows, plan.queued, plan.already_sent, report.invalid.len()
+                            );
+                            work.notify_one();
+                        }
+                        Intake::Resumed { .. } => work.notify_one(),
+                        Intake::Duplicate { file_id, of } => {
+                            tracing::info!(file = %path.display(), "same content as {} (file #{}): nothing sent", of.path, of.id);
+                            let (d, p) = (deliverer.clone(), path.clone());
+                            let moved = tokio::task::spawn_blocking(move || {
+                                d.archive_duplicate(file_id, &p)
+                            })
+                            .await;
+                            if let Ok(Err(e)) = moved {
+                                tracing::warn!(file = %path.display(), "cannot move the duplicate: {e}");
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.is_fatal() => {
+                    tracing::error!(file = %path.display(), "{e}; the file will be tried again");
+                    state.set_problem(Some(format!("ledger: {e}")));
+                }
+                Err(e) => {
+                    // Removed mid-read, unreadable, …: recorded in the log and metrics; the
+                    // file is tried again only if it changes.
+                    settler.take(&path, &candidates);
+                    state.files_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(file = %path.display(), "{e}");
+                }
+            }
+        }
+        finish_files(&deliverer, &ledger, &state).await;
+    }
+
+    tracing::info!(
+        "stopping: no new files; POSTs in flight get up to {}s to finish",
+        config.impact.shutdown_grace_secs
+    );
+    send_stop.cancel();
+    let grace = Duration::from_secs(config.impact.shutdown_grace_secs);
+    match tokio::time::timeout(grace, sender).await {
+        Ok(_) => tracing::info!("stopped cleanly"),
+        Err(_) => tracing::warn!(
+            "grace period over: answers still outstanding stay pending and go next time"
+        ),
+    }
+    finish_files(&deliverer, &ledger, &state).await;
+    let summary = format!(
+        "files seen {}, done {}, failed {}; accepted {}, rejected {}",
+        state.files_seen.load(Ordering::Relaxed),
+        state.files_done.load(Ordering::Relaxed),
+        state.files_failed.load(Ordering::Relaxed),
+        state.accepted.load(Ordering::Relaxed),
+        state.rejected.load(Ordering::Relaxed)
+    );
+    let _ = with_ledger(&ledger, move |l| l.finish_run(run_id, &summary)).await;
+    http_stop.cancel();
+    Ok(())
+}
+
+/// Starts the OS watcher as a hint source; `None` (poll mode) when it cannot start.
+fn start_watcher(
+    opts: &WatchOptions,
+    scan_now: Arc<Notify>,
+    rescan_secs: u64,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let ignore = opts.ignore.clone();
+    let handler =
+        move |event: notify::Result<notify::Event>| match watch::interpret(&event, &ignore) {
+            Hint::Scan => scan_now.notify_one(),
+            Hint::Rescan(why) => {
+                tracing::warn!("{why}");
+                scan_now.notify_one();
+            }
+            Hint::Nothing => {}
+        };
+    let mode = if opts.recursive {
+        notify::RecursiveMode::Recursive
+    } else {
+        notify::RecursiveMode::NonRecursive
+    };
+    match notify::recommended_watcher(handler)
+        .and_then(|mut w| w.watch(&opts.dir, mode).map(|()| w))
+    {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                "{}; polling every {rescan_secs}s instead",
+                watch::watcher_error_message(&e)
+            );
+            None
+        }
+    }
+}
+
+/// Finishes every open file whose conversions are all final (rejects file, archive).
+async fn finish_files(deliverer: &Arc<Deliverer>, ledger: &SharedLedger, state: &Arc<DaemonState>) {
+    let Ok(open) = with_ledger(ledger, |l| l.open_files()).await else {
+        return;
+    };
+    for f in open {
+        let d = deliverer.clone();
+        let path = std::path::PathBuf::from(&f.path);
+        let result = tokio::task::spawn_blocking(move || {
+            let archive = d.in_drop_dir(&path);
+            d.finish(f.id, &path, archive)
+        })
+        .await;
+        match result {
+            Ok(Ok(Some(done))) => {
+                state.files_done.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    file = %f.path,
+                    "finished{}{}",
+                    done.rejects.map(|r| format!("; rows to fix in {}", r.display())).unwrap_or_default(),
+                    done.archived_to.map(|a| format!("; moved to {}", a.display())).unwrap_or_default()
+                );
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(file = %f.path, "cannot finish: {e}"),
+            Err(_) => {}
+        }
+    }
+}
+
+async fn prune(ledger: &SharedLedger, keep_days: u32) {
+    match with_ledger(ledger, move |l| l.prune(keep_days)).await {
+        Ok((0, 0)) => {}
+        Ok((lines, conversions)) => {
+            tracing::info!("pruned {lines} line and {conversions} conversion records older than {keep_days} days")
+        }
+        Err(e) => tracing::warn!("pruning the ledger failed: {e}"),
+    }
+}
+
+/// Sends whatever is pending, for as long as the daemon runs.
+async fn sender_loop(
+    config: Config,
+    sid: String,
+    ledger: SharedLedger,
+    state: Arc<DaemonState>,
+    work: Arc<Notify>,
+    scan_now: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let pacer = Arc::new(Pacer::new(config.impact.requests_per_hour));
+    let mut alerts = Alerts::default();
+    let mut failed: Option<(Secret, Instant)> = None;
+    let pause = |d: Duration| {
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    };
+    while !stop.is_cancelled() {
+        let token = match config.impact.auth_token() {
+            Ok(t) => t,
+            Err(e) => {
+                alerts.raise(&e.to_string(), &state);
+                pause(TOKEN_CHECK_EVERY).await;
+                continue;
+            }
+        };
+        if let Some((bad, since)) = &failed {
+            if *bad == token && since.elapsed() < RETRY_SAME_TOKEN_AFTER {
+                pause(TOKEN_CHECK_EVERY).await;
+                continue;
+            }
+        }
+        let client = match Client::new(&config.impact, &sid, token.clone()) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                alerts.raise(&e.to_string(), &state);
+                pause(TOKEN_CHECK_EVERY).await;
+                continue;
+            }
+        };
+        let opts = submit::Options {
+            max_in_flight: config.impact.max_in_flight,
+            give_up_after: None,
+            retry_cap: Duration::from_secs(config.impact.retry_cap_secs),
+            batch: 64,
+        };
+        let progress: Arc<dyn submit::Progress> = state.clone();
+        let result = submit::send_pending(
+            ledger.clone(),
+            client,
+            pacer.clone(),
+            opts,
+            stop.clone(),
+            progress,
+            Some(work.clone()),
+        )
+        .await;
+        match result {
+            Err(e) => {
+                alerts.raise(&format!("the ledger cannot be written ({e})"), &state);
+                pause(Duration::from_secs(30)).await;
+            }
+            Ok(s) if s.fatal.is_some() => {
+                let msg = s.fatal.unwrap_or_default();
+                alerts.raise(&msg, &state);
+                failed = Some((token, Instant::now()));
+            }
+            Ok(s) if s.interrupted => return,
+            Ok(_) => {
+                if failed.take().is_some() {
+                    tracing::info!("credentials work again: sending resumed");
+                }
+                alerts.clear(&state);
+                // Let the scanner finish files whose conversions just became final.
+                scan_now.notify_one();
+                tokio::select! {
+                    _ = work.notified() => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// A problem that stops sending, logged when it starts and every `ALERT_EVERY` after.
+#[derive(Default)]
+struct Alerts {
+    last: Option<Instant>,
+}
+
+impl Alerts {
+    fn raise(&mut self, msg: &str, state: &DaemonState) {
+        state.set_problem(Some(msg.to_owned()));
+        if self.last.is_none_or(|t| t.elapsed() >= ALERT_EVERY) {
+            tracing::error!(
+                "{msg}; sending is paused (scanning goes on); this alert repeats every {} minutes",
+                ALERT_EVERY.as_secs() / 60
+            );
+            self.last = Some(Instant::now());
+        }
+    }
+
+    fn clear(&mut self, state: &DaemonState) {
+        self.last = None;
+        state.set_problem(None);
+    }
+}
