@@ -94,33 +94,6 @@ impl Env {
     }
 }
 
-fn ledger_states(path: &Path) -> BTreeMap<String, String> {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
-    let mut stmt = c
-        .prepare("SELECT order_id, state FROM conversions")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .unwrap();
-    rows.map(Result::unwrap).collect()
-}
-
-/// `n` orders (from `first`), `items` rows each, impact columns.
-fn orders(first: usize, n: usize, items: usize) -> String {
-    let mut s = String::from("OrderId,EventDate,ItemSku,ItemQuantity,ItemPrice\n");
-    for o in first..first + n {
-        for i in 0..items {
-            s.push_str(&format!(
-                "O-{o},2025-11-20T10:00:00Z,SKU-{o}-{i},1,{}.{:02}\n",
-                1 + o % 90,
-                i
-            ));
-        }
-    }
-    s
-}
-
 fn status_json(env: &Env) -> serde_json::Value {
     let r = env.run(&["status", "--json"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);

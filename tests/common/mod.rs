@@ -1,6 +1,7 @@
 //! Test helpers: run the real binary in a temp dir with a clean environment.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -91,4 +92,32 @@ pub fn bodies(stdout: &str) -> Vec<&str> {
         .lines()
         .filter(|l| l.starts_with("CampaignId="))
         .collect()
+}
+
+/// OrderId → state, as the ledger records it (read-only, safe while a writer runs).
+pub fn ledger_states(path: &Path) -> BTreeMap<String, String> {
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let mut stmt = c
+        .prepare("SELECT order_id, state FROM conversions")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// `n` orders (from `first`), `items` rows each, impact columns.
+pub fn orders(first: usize, n: usize, items: usize) -> String {
+    let mut s = String::from("OrderId,EventDate,ItemSku,ItemQuantity,ItemPrice\n");
+    for o in first..first + n {
+        for i in 0..items {
+            s.push_str(&format!(
+                "O-{o},2025-11-20T10:00:00Z,SKU-{o}-{i},1,{}.{:02}\n",
+                1 + o % 90,
+                i
+            ));
+        }
+    }
+    s
 }

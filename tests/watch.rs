@@ -1,0 +1,413 @@
+//! `impact-drop watch` through the real binary and a real watcher, against the sandbox on
+//! 127.0.0.1: every test waits on a condition with a deadline; no fixed sleep decides.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use impact_drop::impact::sandbox::{Faults, Sandbox};
+
+const SID: &str = "IRWATCH000000000000000000001";
+const TOKEN: &str = "watch-token-77aa";
+
+struct Daemon {
+    rt: tokio::runtime::Runtime,
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `watch` with extra `[source]` and `[impact]` keys; the token comes from
+    /// `auth_token_file = "token"` holding `token`.
+    fn start(source: &str, impact: &str, token: &str) -> Daemon {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sandbox = rt
+            .block_on(Sandbox::start(
+                ([127, 0, 0, 1], 0).into(),
+                SID,
+                TOKEN,
+                Faults::default(),
+            ))
+            .unwrap();
+        let dir = workspace(&format!(
+            "[source]\ndrop_dir = \"drop\"\n{source}\n\
+             [impact]\nbase_url = \"{}\"\naccount_sid = \"{SID}\"\nrequests_per_hour = 0\n\
+             retry_cap_secs = 1\nauth_token_file = \"token\"\n{impact}\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = \"ledger.sqlite\"\n",
+            sandbox.base_url()
+        ));
+        std::fs::create_dir(dir.path().join("drop")).unwrap();
+        std::fs::write(dir.path().join("token"), token).unwrap();
+        let mut d = Daemon {
+            rt,
+            sandbox,
+            dir,
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(BIN)
+            .current_dir(self.dir.path())
+            .arg("watch")
+            .env_remove("IMPACT_AUTH_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        self.child = Some(child);
+        self.wait_for(
+            "the daemon to start watching",
+            Duration::from_secs(20),
+            |d| d.log().contains("watching:"),
+        );
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Waits until `cond` holds, failing the test with the log after `deadline`.
+    fn wait_for(&self, what: &str, deadline: Duration, cond: impl Fn(&Daemon) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            if start.elapsed() > deadline {
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}\n--- daemon log ---\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn accepted(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for r in self.sandbox.received() {
+            *m.entry(r.order_id).or_insert(0) += 1;
+        }
+        m
+    }
+
+    fn http(&self, path: &str) -> (u16, String) {
+        let log = self.log();
+        let base = log
+            .split("health on ")
+            .nth(1)
+            .and_then(|s| s.split("/healthz").next())
+            .expect("health address in the log")
+            .to_owned();
+        self.rt.block_on(async {
+            let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let (_, text) = self.http("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("impact_drop_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Sends SIGTERM; returns the exit code and how long the exit took.
+    fn terminate(&mut self) -> (Option<i32>, Duration) {
+        let child = self.child.as_mut().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "watch did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn files_in_ledger(&self) -> Vec<String> {
+        let c = rusqlite::Connection::open_with_flags(
+            self.path("ledger.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut st = c.prepare("SELECT path FROM files ORDER BY id").unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn archived(dir: &Path, name: &str) -> Option<PathBuf> {
+    let processed = dir.join("drop/processed");
+    std::fs::read_dir(&processed)
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join(name))
+        .find(|p| p.exists())
+}
+
+#[test]
+fn a_slow_writer_is_read_only_once_complete() {
+    let d = Daemon::start("settle_secs = 1\nrescan_secs = 30", "", TOKEN);
+    let content = orders(1, 30, 3);
+    let path = d.path("drop/orders.csv");
+    let mut f = std::fs::File::create(&path).unwrap();
+    // Chunks that cut orders (and lines) in half, over about 3.5 s (> 3 × settle).
+    let bytes = content.as_bytes();
+    let chunks = 12;
+    let size = bytes.len().div_ceil(chunks);
+    for chunk in bytes.chunks(size) {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            d.sandbox.stats().requests,
+            0,
+            "nothing is sent while the file grows"
+        );
+    }
+    drop(f);
+    d.wait_for("30 orders accepted", Duration::from_secs(30), |d| {
+        d.accepted().len() == 30
+    });
+    d.wait_for("the file archived", Duration::from_secs(10), |d| {
+        archived(d.dir.path(), "orders.csv").is_some()
+    });
+    assert!(d.accepted().values().all(|n| *n == 1));
+    for r in d.sandbox.received() {
+        assert!(
+            r.body.contains("ItemSku3="),
+            "every order with all its items: {}",
+            r.body
+        );
+    }
+    assert_eq!(
+        d.files_in_ledger(),
+        vec!["drop/orders.csv".to_string()],
+        "read once, complete"
+    );
+}
+
+#[test]
+fn a_temp_name_is_never_read_and_the_rename_is() {
+    let d = Daemon::start("settle_secs = 0.5\nrescan_secs = 1", "", TOKEN);
+    std::fs::write(d.path("drop/orders.csv.filepart"), orders(1, 5, 1)).unwrap();
+    let scans = d.metric("scans_total");
+    d.wait_for("two more scans", Duration::from_secs(20), |d| {
+        d.metric("scans_total") >= scans + 2
+    });
+    assert_eq!(d.sandbox.stats().requests, 0);
+    std::fs::rename(
+        d.path("drop/orders.csv.filepart"),
+        d.path("drop/orders.csv"),
+    )
+    .unwrap();
+    d.wait_for("5 orders accepted", Duration::from_secs(20), |d| {
+        d.accepted().len() == 5
+    });
+    assert!(d.accepted().values().all(|n| *n == 1));
+    assert!(d.files_in_ledger().iter().all(|p| !p.contains("filepart")));
+}
+
+#[test]
+fn marker_mode_waits_for_the_marker() {
+    let d = Daemon::start(
+        "settle_secs = 0.2\nrescan_secs = 1\nready_marker = \".done\"",
+        "",
+        TOKEN,
+    );
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 4, 1)).unwrap();
+    d.wait_for("the file seen and waiting", Duration::from_secs(20), |d| {
+        d.metric("files_waiting") == 1
+    });
+    let scans = d.metric("scans_total");
+    d.wait_for("another scan", Duration::from_secs(20), |d| {
+        d.metric("scans_total") > scans
+    });
+    assert_eq!(d.sandbox.stats().requests, 0, "nothing before the marker");
+    std::fs::write(d.path("drop/orders.csv.done"), "").unwrap();
+    d.wait_for("4 orders accepted", Duration::from_secs(20), |d| {
+        d.accepted().len() == 4
+    });
+    d.wait_for("file and marker archived", Duration::from_secs(10), |d| {
+        archived(d.dir.path(), "orders.csv").is_some()
+            && archived(d.dir.path(), "orders.csv.done").is_some()
+    });
+}
+
+#[test]
+fn a_thousand_files_at_once_each_order_once() {
+    let d = Daemon::start("settle_secs = 0.5\nrescan_secs = 2", "", TOKEN);
+    for i in 0..1000 {
+        std::fs::write(d.path(&format!("drop/export-{i:04}.csv")), orders(i, 1, 1)).unwrap();
+    }
+    d.wait_for("1000 orders accepted", Duration::from_secs(180), |d| {
+        d.accepted().len() == 1000
+    });
+    assert!(d.accepted().values().all(|n| *n == 1));
+    d.wait_for("all archived", Duration::from_secs(60), |d| {
+        std::fs::read_dir(d.path("drop"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .count()
+            == 0
+    });
+}
+
+#[test]
+fn a_re_export_under_the_same_name_sends_only_new_orders() {
+    let d = Daemon::start("settle_secs = 0.3\nrescan_secs = 1", "", TOKEN);
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 5, 2)).unwrap();
+    d.wait_for("first file archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "orders.csv").is_some()
+    });
+    assert_eq!(d.accepted().len(), 5);
+    // Tomorrow's export: yesterday's rows plus new ones, same name.
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 8, 2)).unwrap();
+    d.wait_for("8 orders accepted", Duration::from_secs(20), |d| {
+        d.accepted().len() == 8
+    });
+    d.wait_for("second file archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "orders.1.csv").is_some()
+    });
+    assert_eq!(d.sandbox.stats().requests, 8);
+    assert!(d.accepted().values().all(|n| *n == 1));
+}
+
+#[test]
+fn an_outage_then_recovery_without_restart() {
+    let d = Daemon::start("settle_secs = 0.2\nrescan_secs = 1", "", TOKEN);
+    d.sandbox.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 6, 1)).unwrap();
+    d.wait_for("retries during the outage", Duration::from_secs(30), |d| {
+        d.sandbox.stats().requests >= 12
+    });
+    assert_eq!(d.sandbox.stats().accepted, 0);
+    assert!(d.metric("retries_total") >= 6);
+    d.sandbox.set_faults(Faults::default());
+    d.wait_for("6 orders accepted", Duration::from_secs(30), |d| {
+        d.accepted().len() == 6
+    });
+    assert!(d.accepted().values().all(|n| *n == 1));
+}
+
+#[test]
+fn sigterm_lets_posts_in_flight_finish_and_exits_0() {
+    let mut d = Daemon::start(
+        "settle_secs = 0.2\nrescan_secs = 1",
+        "shutdown_grace_secs = 10\nmax_in_flight = 4",
+        TOKEN,
+    );
+    d.sandbox.set_faults(Faults {
+        latency_ms: 1500,
+        ..Faults::default()
+    });
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 4, 1)).unwrap();
+    d.wait_for("4 POSTs in flight", Duration::from_secs(20), |d| {
+        d.sandbox.stats().arrived >= 4
+    });
+    assert_eq!(d.sandbox.stats().accepted, 0, "still in flight");
+    let (code, took) = d.terminate();
+    assert_eq!(code, Some(0), "{}", d.log());
+    assert!(
+        took < Duration::from_secs(10),
+        "within the grace period: {took:?}"
+    );
+    assert_eq!(d.sandbox.stats().accepted, 4);
+    let states = ledger_states(&d.path("ledger.sqlite"));
+    assert_eq!(states.len(), 4);
+    assert!(states.values().all(|s| s == "accepted"), "{states:?}");
+}
+
+#[test]
+fn poll_only_mode_finds_files_within_rescan_secs() {
+    let d = Daemon::start(
+        "settle_secs = 0.2\nrescan_secs = 1\nwatch_events = false",
+        "",
+        TOKEN,
+    );
+    assert!(d.log().contains("file events off"));
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 3, 1)).unwrap();
+    d.wait_for(
+        "3 orders accepted by polling",
+        Duration::from_secs(10),
+        |d| d.accepted().len() == 3,
+    );
+}
+
+#[test]
+fn a_401_pauses_sending_and_fixing_the_token_file_resumes_it() {
+    let d = Daemon::start("settle_secs = 0.2\nrescan_secs = 1", "", "stale-token");
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 3, 1)).unwrap();
+    d.wait_for(
+        "healthz to report the credentials",
+        Duration::from_secs(20),
+        |d| d.http("/healthz").0 == 503,
+    );
+    let (_, reason) = d.http("/healthz");
+    assert!(
+        reason.contains("401") && reason.contains("IMPACT_AUTH_TOKEN"),
+        "{reason}"
+    );
+    assert!(d.log().contains("sending is paused"));
+    assert!(!d.log().contains("stale-token"));
+    assert_eq!(d.sandbox.stats().accepted, 0);
+    std::fs::write(d.path("token"), TOKEN).unwrap();
+    d.wait_for(
+        "3 orders accepted after the fix",
+        Duration::from_secs(30),
+        |d| d.accepted().len() == 3,
+    );
+    d.wait_for("healthy again", Duration::from_secs(10), |d| {
+        d.http("/healthz").0 == 200
+    });
+}
