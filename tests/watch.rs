@@ -411,3 +411,44 @@ fn a_401_pauses_sending_and_fixing_the_token_file_resumes_it() {
         d.http("/healthz").0 == 200
     });
 }
+
+#[test]
+fn a_file_appended_to_while_its_orders_are_pending_is_read_again_for_the_new_orders() {
+    let d = Daemon::start("settle_secs = 0.3\nrescan_secs = 1", "", TOKEN);
+    d.sandbox.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 4, 1)).unwrap();
+    d.wait_for("the first content taken in", Duration::from_secs(20), |d| {
+        d.files_in_ledger().len() == 1
+    });
+    // The export job appends while the first orders still wait for impact.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.path("drop/orders.csv"))
+        .unwrap();
+    f.write_all(orders(5, 3, 1).split_once('\n').unwrap().1.as_bytes())
+        .unwrap();
+    drop(f);
+    d.wait_for(
+        "the appended content taken in",
+        Duration::from_secs(20),
+        |d| d.files_in_ledger().len() == 2,
+    );
+    d.sandbox.set_faults(Faults::default());
+    d.wait_for("7 orders accepted", Duration::from_secs(30), |d| {
+        d.accepted().len() == 7
+    });
+    assert!(d.accepted().values().all(|n| *n == 1), "{:?}", d.accepted());
+    d.wait_for("the grown file archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "orders.csv").is_some()
+    });
+    let archived_content =
+        std::fs::read_to_string(archived(d.dir.path(), "orders.csv").unwrap()).unwrap();
+    assert_eq!(
+        archived_content.lines().count(),
+        8,
+        "the whole grown file is what was archived"
+    );
+}
