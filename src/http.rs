@@ -76,6 +76,21 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    spawn_server(listener, stop, move |req| {
+        let (state, ledger) = (state.clone(), ledger.clone());
+        async move { Ok::<_, std::convert::Infallible>(answer(req, &state, &ledger).await) }
+    });
+    Ok(bound)
+}
+
+/// Accepts HTTP/1 connections on `listener` until `stop`, each served by `handler`. A handler
+/// error closes its connection without an answer (the sandbox uses that to drop connections).
+pub fn spawn_server<F, Fut, E>(listener: TcpListener, stop: CancellationToken, handler: F)
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -83,19 +98,17 @@ pub async fn serve(
                 a = listener.accept() => a,
             };
             let Ok((stream, _)) = accepted else { continue };
-            let (state, ledger) = (state.clone(), ledger.clone());
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let (state, ledger) = (state.clone(), ledger.clone());
-                    async move { Ok::<_, std::convert::Infallible>(answer(req, &state, &ledger).await) }
-                });
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper::service::service_fn(handler),
+                    )
                     .await;
             });
         }
     });
-    Ok(bound)
 }
 
 fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

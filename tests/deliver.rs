@@ -25,19 +25,7 @@ struct Env {
 
 impl Env {
     fn new(extra: &str) -> Env {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sandbox = rt
-            .block_on(Sandbox::start(
-                ([127, 0, 0, 1], 0).into(),
-                SID,
-                TOKEN,
-                Faults::default(),
-            ))
-            .unwrap();
+        let (rt, sandbox) = sandbox(SID, TOKEN);
         let dir = workspace(&format!(
             "[source]\ndrop_dir = \"drop\"\n[impact]\nbase_url = \"{}\"\naccount_sid = \"{SID}\"\n\
              requests_per_hour = 0\nretry_cap_secs = 1\n{extra}\n\

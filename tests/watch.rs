@@ -28,19 +28,7 @@ impl Daemon {
     /// Starts `watch` with extra `[source]` and `[impact]` keys; the token comes from
     /// `auth_token_file = "token"` holding `token`.
     fn start(source: &str, impact: &str, token: &str) -> Daemon {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sandbox = rt
-            .block_on(Sandbox::start(
-                ([127, 0, 0, 1], 0).into(),
-                SID,
-                TOKEN,
-                Faults::default(),
-            ))
-            .unwrap();
+        let (rt, sandbox) = sandbox(SID, TOKEN);
         let dir = workspace(&format!(
             "[source]\ndrop_dir = \"drop\"\n{source}\n\
              [impact]\nbase_url = \"{}\"\naccount_sid = \"{SID}\"\nrequests_per_hour = 0\n\

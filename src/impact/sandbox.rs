@@ -115,23 +115,8 @@ impl Sandbox {
             rng: rand::rngs::StdRng::seed_from_u64(0x1a2b_3c4d),
         }));
         let stop = CancellationToken::new();
-        let (st, stop2) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = stop2.cancelled() => break,
-                    a = listener.accept() => a,
-                };
-                let Ok((stream, _)) = accepted else { continue };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let st = state.clone();
+        crate::http::spawn_server(listener, stop.clone(), move |req| handle(st.clone(), req));
         Ok(Sandbox { addr, state, stop })
     }
 

@@ -121,3 +121,27 @@ pub fn orders(first: usize, n: usize, items: usize) -> String {
     }
     s
 }
+
+/// A tokio runtime (kept alive by the caller) with the sandbox on 127.0.0.1:0.
+pub fn sandbox(
+    sid: &str,
+    token: &str,
+) -> (
+    tokio::runtime::Runtime,
+    impact_drop::impact::sandbox::Sandbox,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sandbox = rt
+        .block_on(impact_drop::impact::sandbox::Sandbox::start(
+            ([127, 0, 0, 1], 0).into(),
+            sid,
+            token,
+            Default::default(),
+        ))
+        .unwrap();
+    (rt, sandbox)
+}
