@@ -74,6 +74,14 @@ pub enum Source {
     Value(String),
 }
 
+/// `[[filter]]`: skip orders by a column's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    pub column: String,
+    pub skip: Vec<String>,
+    pub when_present: bool,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -88,6 +96,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub archive: ArchiveConfig,
     pub http: HttpConfig,
+    /// `[[filter]]`: replaces the preset's filters when given (`filter = []` turns them off).
+    pub filters: Option<Vec<FilterConfig>>,
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +127,10 @@ pub struct SourceConfig {
     pub recursive: bool,
     /// Use OS file events (inotify) as hints; `false` = poll only (network mounts).
     pub watch_events: bool,
+    /// Amounts written `1.234,56`.
+    pub decimal_comma: bool,
+    /// Read `$1,234.56` as `1234.56` (otherwise an error naming the cell).
+    pub strip_currency_symbols: bool,
 }
 
 /// `[http]`: the optional health and metrics endpoint of `watch`.
@@ -223,6 +237,17 @@ struct RawConfig {
     archive: RawArchive,
     #[serde(default)]
     http: RawHttp,
+    filter: Option<Vec<RawFilter>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    column: String,
+    #[serde(default)]
+    skip: Vec<String>,
+    #[serde(default)]
+    when_present: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -253,6 +278,8 @@ struct RawSource {
     ready_marker: Option<String>,
     recursive: Option<bool>,
     watch_events: Option<bool>,
+    decimal_separator: Option<String>,
+    strip_currency_symbols: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -412,9 +439,6 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     }
 }
 
-/// Names of the input profiles this build knows.
-pub const FORMATS: &[&str] = &["impact", "custom"];
-
 fn build(
     raw: RawConfig,
     file: Option<PathBuf>,
@@ -429,15 +453,26 @@ fn build(
         ledger,
         archive,
         http,
+        filter,
     } = raw;
 
     let format = source.format.unwrap_or_else(|| "impact".to_owned());
-    if !FORMATS.contains(&format.as_str()) {
+    let formats = crate::profile::FORMATS;
+    if !formats.contains(&format.as_str()) {
         return Err(format!(
             "[source] format = \"{format}\" is not a profile impact-drop knows; use one of: {}",
-            FORMATS.join(", ")
+            formats.join(", ")
         ));
     }
+    let decimal_comma = match source.decimal_separator.as_deref() {
+        None | Some(".") => false,
+        Some(",") => true,
+        Some(other) => {
+            return Err(format!(
+                "[source] decimal_separator = \"{other}\" must be \".\" or \",\""
+            ))
+        }
+    };
     let delimiter = match source.delimiter.as_deref() {
         None | Some("auto") => None,
         Some(",") => Some(b','),
@@ -555,6 +590,27 @@ fn build(
             format!("[http] listen = \"{a}\" is not an address:port such as \"127.0.0.1:9898\"")
         })?),
     };
+    if let Some(list) = &filter {
+        if list.len() > crate::model::MAX_FILTERS {
+            return Err(format!(
+                "[[filter]]: at most {} filters are supported",
+                crate::model::MAX_FILTERS
+            ));
+        }
+        if let Some(f) = list.iter().find(|f| f.skip.is_empty() && !f.when_present) {
+            return Err(format!(
+                "[[filter]] on column \"{}\" needs skip = [\"value\", …] or when_present = true",
+                f.column
+            ));
+        }
+    }
+    let needs_zone = crate::profile::Profile::preset(&format).is_some_and(|p| p.needs_timezone);
+    if needs_zone && timezone.is_none() {
+        return Err(format!(
+            "[source] timezone is required with format = \"{format}\": its dates carry no time \
+             zone; set the shop's zone, e.g. timezone = \"Europe/Berlin\""
+        ));
+    }
     let keep_days = ledger.keep_days.unwrap_or(400);
     if keep_days < 90 {
         return Err(format!(
@@ -656,6 +712,8 @@ fn build(
             ready_marker,
             recursive: source.recursive.unwrap_or(false),
             watch_events: source.watch_events.unwrap_or(true),
+            decimal_comma,
+            strip_currency_symbols: source.strip_currency_symbols.unwrap_or(false),
         },
         impact: ImpactConfig {
             endpoint: impact.endpoint.unwrap_or(Endpoint::Partner),
@@ -672,6 +730,15 @@ fn build(
             shutdown_grace_secs,
         },
         http: HttpConfig { listen },
+        filters: filter.map(|list| {
+            list.into_iter()
+                .map(|f| FilterConfig {
+                    column: f.column,
+                    skip: f.skip,
+                    when_present: f.when_present,
+                })
+                .collect()
+        }),
         archive: ArchiveConfig {
             dir: archive.dir.unwrap_or_else(|| "processed".into()),
         },
@@ -753,6 +820,16 @@ impl Config {
         }
         let _ = writeln!(out, "recursive = {}", self.source.recursive);
         let _ = writeln!(out, "watch_events = {}", self.source.watch_events);
+        let _ = writeln!(
+            out,
+            "decimal_separator = {}",
+            q(if self.source.decimal_comma { "," } else { "." })
+        );
+        let _ = writeln!(
+            out,
+            "strip_currency_symbols = {}",
+            self.source.strip_currency_symbols
+        );
         let _ = writeln!(out, "\n[impact]");
         let endpoint = match self.impact.endpoint {
             Endpoint::Partner => "partner",
@@ -815,6 +892,16 @@ impl Config {
         let _ = writeln!(out, "\n[ledger]");
         let _ = writeln!(out, "path = {}", q(&self.ledger.path.to_string_lossy()));
         let _ = writeln!(out, "keep_days = {}", self.ledger.keep_days);
+        for f in self.filters.iter().flatten() {
+            let skip: Vec<_> = f.skip.iter().map(|v| q(v)).collect();
+            let _ = writeln!(
+                out,
+                "\n[[filter]]\ncolumn = {}\nskip = [{}]\nwhen_present = {}",
+                q(&f.column),
+                skip.join(", "),
+                f.when_present
+            );
+        }
         if let Some(l) = self.http.listen {
             let _ = writeln!(out, "\n[http]\nlisten = {}", q(&l.to_string()));
         }
@@ -956,6 +1043,15 @@ path = "impact-drop.sqlite"
     fn bad_values_name_their_key() {
         for (text, key) in [
             ("[source]\nformat = \"shopifyy\"\n", "[source] format"),
+            (
+                "[source]\nformat = \"woocommerce\"\n",
+                "[source] timezone is required",
+            ),
+            (
+                "[source]\ndecimal_separator = \";\"\n",
+                "[source] decimal_separator",
+            ),
+            ("[[filter]]\ncolumn = \"Status\"\n", "[[filter]]"),
             ("[source]\ntimezone = \"Mars/Base\"\n", "[source] timezone"),
             ("[source]\nencoding = \"klingon\"\n", "[source] encoding"),
             ("[source]\ndelimiter = \"#\"\n", "[source] delimiter"),

@@ -86,7 +86,12 @@ impl Grouper {
     }
 
     pub fn push(&mut self, row: Row) {
-        let Some(order_id) = row.order.get(Field::ORDER_ID) else {
+        // Rows group by OrderId, or by a join key (a JSONL child line's parent id).
+        let key = row
+            .order
+            .get(Field::GROUP_KEY)
+            .or_else(|| row.order.get(Field::ORDER_ID));
+        let Some(order_id) = key else {
             self.strays.lines.push(LineRef {
                 line: row.line,
                 hash: row.hash,
@@ -334,6 +339,12 @@ fn split_bucket(
         }
         merged.sort_by_key(|(f, _, _)| *f);
         draft.order = FieldSet::from_pairs(merged.iter().map(|(f, v, _)| (*f, *v)));
+        // Grouped by a join key: name the order by its real OrderId when a row gave one.
+        if let Some(id) = draft.order.get(Field::ORDER_ID) {
+            if id != draft.order_id {
+                draft.order_id = id.to_owned();
+            }
+        }
         draft.lines.sort_by_key(|l| l.line);
         draft.items.sort_by_key(|(l, _)| *l);
         draft

@@ -30,6 +30,8 @@ pub enum Kind {
     Currency,
     /// Free text up to this many characters.
     Text(usize),
+    /// Not an API field: a value carried for grouping or filtering, never sent.
+    Internal,
 }
 
 /// One API field: an index into the catalog. Cheap to copy, ordered as fields are encoded.
@@ -48,6 +50,9 @@ struct Catalog {
 }
 
 const TEXT: Kind = Kind::Text(255);
+
+/// How many filter columns a profile can use.
+pub const MAX_FILTERS: usize = 16;
 
 /// Order-level fields, in the order they are encoded. The first six are the conversion key
 /// and the ids impact routes on; the seed example's body starts with them in this order.
@@ -152,6 +157,21 @@ fn catalog() -> &'static Catalog {
                 kind,
             });
         }
+        // Internal slots: the group key (JSONL parent/child joins) and filter columns.
+        defs.push(Def {
+            name: "(group key)",
+            level: Level::Order,
+            kind: Kind::Internal,
+        });
+        for i in 0..MAX_FILTERS {
+            let name: &'static str =
+                Box::leak(format!("(filter column {})", i + 1).into_boxed_str());
+            defs.push(Def {
+                name,
+                level: Level::Order,
+                kind: Kind::Internal,
+            });
+        }
         assert!(
             defs.len() <= usize::from(u8::MAX),
             "catalog outgrew Field(u8)"
@@ -190,6 +210,19 @@ impl Field {
     pub const ITEM_PRICE: Field = Field::item_at(7);
     pub const ITEM_SUBTOTAL: Field = Field::item_at(8);
 
+    /// Groups rows instead of OrderId when present (a JSONL child line's parent id).
+    pub const GROUP_KEY: Field = Field::item_at(ITEM_FIELDS.len());
+
+    /// Filter column `i` (carried through grouping, never sent).
+    pub const fn filter(i: usize) -> Field {
+        Field(Field::GROUP_KEY.0 + 1 + i as u8)
+    }
+
+    /// Whether this is an API field (sent) rather than an internal slot.
+    pub fn is_api(self) -> bool {
+        self.kind() != Kind::Internal
+    }
+
     /// The item field at `i` in [`ITEM_FIELDS`]: item fields follow the order fields and the
     /// numbered families in the catalog.
     const fn item_at(i: usize) -> Field {
@@ -202,9 +235,13 @@ impl Field {
         Field((ORDER_FIELDS.len() + families + i) as u8)
     }
 
-    /// Looks a field up by its API name, loosely (see [`fold_name`]).
+    /// Looks an API field up by its name, loosely (see [`fold_name`]).
     pub fn lookup(name: &str) -> Option<Field> {
-        catalog().by_name.get(&fold_name(name)).copied()
+        catalog()
+            .by_name
+            .get(&fold_name(name))
+            .copied()
+            .filter(|f| f.is_api())
     }
 
     /// Looks a field up by its exact API name.
@@ -231,9 +268,11 @@ impl Field {
         catalog().defs[usize::from(self.0)].kind
     }
 
-    /// Every field of the catalog, in encoding order.
+    /// Every API field of the catalog, in encoding order.
     pub fn all() -> impl Iterator<Item = Field> {
-        (0..catalog().defs.len()).map(|i| Field(i as u8))
+        (0..catalog().defs.len())
+            .map(|i| Field(i as u8))
+            .filter(|f| f.is_api())
     }
 
     /// `Text1..Text50`: the brand endpoint limits these to 64 characters instead of 255.
@@ -507,6 +546,10 @@ mod tests {
         assert_eq!(Field::ITEM_QUANTITY.name(), "ItemQuantity");
         assert_eq!(Field::ITEM_PRICE.name(), "ItemPrice");
         assert_eq!(Field::ITEM_SUBTOTAL.name(), "ItemSubTotal");
+        assert_eq!(Field::GROUP_KEY.name(), "(group key)");
+        assert_eq!(Field::filter(MAX_FILTERS - 1).name(), "(filter column 16)");
+        assert!(!Field::all().any(|f| f == Field::GROUP_KEY || f == Field::filter(0)));
+        assert_eq!(Field::lookup("(group key)"), None);
     }
 
     #[test]

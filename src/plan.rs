@@ -55,6 +55,7 @@ pub fn payload_hash(body: &str) -> String {
 pub fn plan(
     conversions: &[(Conversion, String)],
     invalid: &[Invalid],
+    filtered: &[crate::pipeline::Filtered],
     strays: &[(LineRef, Vec<Problem>)],
     known: &HashMap<ConversionKey, Known>,
     known_lines: &HashSet<LineHash>,
@@ -178,6 +179,17 @@ pub fn plan(
             });
         }
     }
+    for f in filtered {
+        for l in &f.lines {
+            p.lines.push(NewLine {
+                line: l.line,
+                hash: l.hash,
+                outcome: LineOutcome::Filtered,
+                conversion: None,
+                reason: Some(f.reason.clone()),
+            });
+        }
+    }
     for (l, problems) in strays {
         p.lines.push(NewLine {
             line: l.line,
@@ -274,7 +286,15 @@ mod tests {
     }
 
     fn decide(c: &(Conversion, String), k: &HashMap<ConversionKey, Known>, mode: Mode) -> Plan {
-        plan(std::slice::from_ref(c), &[], &[], k, &HashSet::new(), mode)
+        plan(
+            std::slice::from_ref(c),
+            &[],
+            &[],
+            &[],
+            k,
+            &HashSet::new(),
+            mode,
+        )
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct Rules {
     pub timezone: Option<Tz>,
     pub date_formats: Vec<String>,
     pub allow_event_date_now: bool,
+    /// `[source] decimal_separator = ","`: amounts are written `1.234,56`.
+    pub decimal_comma: bool,
+    /// `[source] strip_currency_symbols = true`: `$1,234.56` is read as `1234.56`.
+    pub strip_currency_symbols: bool,
 }
 
 impl Rules {
@@ -42,6 +46,8 @@ impl Rules {
             timezone: None,
             date_formats: Vec::new(),
             allow_event_date_now: false,
+            decimal_comma: false,
+            strip_currency_symbols: false,
         }
     }
 
@@ -122,11 +128,18 @@ pub struct Conversion {
     key: ConversionKey,
     fields: FieldSet,
     items: Vec<FieldSet>,
+    /// The line each item came from.
+    item_lines: Vec<u64>,
     lines: Vec<LineRef>,
     warnings: Vec<Problem>,
 }
 
 impl Conversion {
+    /// The line each item came from, in item order.
+    pub fn item_lines(&self) -> &[u64] {
+        &self.item_lines
+    }
+
     pub fn key(&self) -> &ConversionKey {
         &self.key
     }
@@ -302,6 +315,7 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
         key,
         fields: FieldSet::from_pairs(fields.iter().map(|(f, v)| (*f, v.as_ref()))),
         items: out_items,
+        item_lines: items.iter().map(|(l, _)| *l).collect(),
         lines,
         warnings,
     })
@@ -395,9 +409,17 @@ enum Checked<'a> {
 fn check_value<'a>(field: Field, value: &'a str, rules: &Rules) -> Result<Checked<'a>, String> {
     let value = value.trim();
     match field.kind() {
+        Kind::Internal => Ok(Checked::Value(Cow::Borrowed(value))),
         Kind::Int => check_int(value).map(Checked::Value),
-        Kind::Money => check_decimal(value, false).map(Checked::Value),
-        Kind::Decimal => check_decimal(value, true).map(Checked::Value),
+        Kind::Money | Kind::Decimal => {
+            let negative_ok = field.kind() == Kind::Decimal;
+            match messy_number(value, rules) {
+                Some(cleaned) => check_decimal(&cleaned, negative_ok)
+                    .map(|v| Checked::Value(Cow::Owned(v.into_owned())))
+                    .map_err(|e| format!("{e} (read as \"{cleaned}\" from \"{value}\")")),
+                None => check_decimal(value, negative_ok).map(Checked::Value),
+            }
+        }
         Kind::Currency => {
             if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
                 Ok(Checked::Value(Cow::Borrowed(value)))
@@ -469,6 +491,39 @@ fn excel_number(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Applies the configured number conventions: `1.234,56` (decimal comma) and `$1,234.56`
+/// (currency symbols and thousands separators). `None` when nothing applies or changes.
+fn messy_number(value: &str, rules: &Rules) -> Option<String> {
+    if !rules.decimal_comma && !rules.strip_currency_symbols {
+        return None;
+    }
+    // The sign is set aside so "-$5.00" and "$-5.00" stay negative (and are then refused).
+    let trimmed = value.trim();
+    let (negative, body) = match trimmed.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, trimmed),
+    };
+    let mut v: String = body.to_owned();
+    if rules.strip_currency_symbols {
+        let symbol = |c: char| c.is_alphabetic() || "$€£¥ \u{a0}".contains(c);
+        v = v.trim_matches(symbol).to_owned();
+        v.retain(|c| c != ' ' && c != '\u{a0}' && c != '\'');
+        if !rules.decimal_comma {
+            v.retain(|c| c != ',');
+        }
+    }
+    let negative = negative || v.starts_with('-');
+    let mut v: String = v.trim_start_matches('-').to_owned();
+    if rules.decimal_comma {
+        v.retain(|c| c != '.' && c != ' ' && c != '\u{a0}');
+        v = v.replace(',', ".");
+    }
+    if negative {
+        v.insert(0, '-');
+    }
+    (v != value).then_some(v)
+}
+
 fn check_int(value: &str) -> Result<Cow<'_, str>, String> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(Cow::Borrowed(value));
@@ -497,10 +552,12 @@ fn check_decimal(value: &str, allow_negative: bool) -> Result<Cow<'_, str>, Stri
         && digits(frac)
         && !(body.contains('.') && frac.is_empty());
     if !plain {
-        let hint = if value.contains(',') {
-            "use a . as the decimal separator and no thousands separators (1234.56)"
-        } else if value.chars().any(|c| "$€£¥".contains(c)) {
-            "write the number without a currency symbol (19.99)"
+        let hint = if value.chars().any(|c| "$€£¥".contains(c)) {
+            "write the number without a currency symbol (19.99), or set [source] \
+             strip_currency_symbols = true"
+        } else if value.contains(',') {
+            "use a . as the decimal separator and no thousands separators (1234.56), or set \
+             [source] decimal_separator = \",\" for exports written 1.234,56"
         } else {
             "write a plain number such as 19.99"
         };
@@ -906,6 +963,42 @@ mod tests {
         let p = one_problem(&with(&[("Amount", "-1")]), &[]);
         assert_eq!(p.1, "Amount");
         assert!(validate(draft(&with(&[("Amount", "-0.00")]), &[]), &rules()).is_ok());
+    }
+
+    #[test]
+    fn rule_messy_numbers_only_when_configured() {
+        let price = |v: &'static str, r: &Rules| {
+            validate(
+                draft(
+                    OK_ORDER,
+                    &[&[("ItemSku", "X"), ("ItemQuantity", "1"), ("ItemPrice", v)]],
+                ),
+                r,
+            )
+            .map(|c| c.items()[0].get(Field::ITEM_PRICE).unwrap().to_owned())
+            .map_err(|e| e.problems[0].message.clone())
+        };
+        let mut r = rules();
+        assert!(price("1.234,56", &r)
+            .unwrap_err()
+            .contains("decimal_separator"));
+        assert!(price("$1,234.56", &r)
+            .unwrap_err()
+            .contains("strip_currency_symbols"));
+        r.decimal_comma = true;
+        assert_eq!(price("1.234,56", &r).unwrap(), "1234.56");
+        assert_eq!(price("19,9", &r).unwrap(), "19.9");
+        r.decimal_comma = false;
+        r.strip_currency_symbols = true;
+        assert_eq!(price("$1,234.56", &r).unwrap(), "1234.56");
+        assert_eq!(price("USD 12.00", &r).unwrap(), "12.00");
+        assert_eq!(price("€ 7.5", &r).unwrap(), "7.5");
+        assert!(
+            price("-$5.00", &r).unwrap_err().contains("negative"),
+            "still never negative"
+        );
+        r.decimal_comma = true;
+        assert_eq!(price("1.234,56 €", &r).unwrap(), "1234.56");
     }
 
     #[test]

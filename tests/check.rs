@@ -422,7 +422,7 @@ fn custom_mapping_with_naive_dates_and_a_zone() {
     );
     assert!(r
         .stdout
-        .contains("columns not used by the \"custom\" profile: Colour"));
+        .contains("1 column not used by the \"custom\" profile: Colour"));
     // The mapped column renamed in a later export: the file is refused, naming the column.
     let r = check_bytes(
         dir.path(),

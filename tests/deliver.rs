@@ -102,6 +102,7 @@ fn assert_every_row_accounted(env: &Env) {
                 "rows_changed_after_sent",
                 "rows_already_pending",
                 "rows_already_rejected",
+                "rows_filtered",
             ]
             .iter()
             .map(|k| f[k].as_u64().unwrap())

@@ -298,6 +298,7 @@ pub fn dry_run(
         let p = crate::plan::plan(
             &conversions,
             &report.invalid,
+            &report.filtered,
             &[],
             &known,
             &HashSet::new(),
@@ -309,7 +310,7 @@ pub fn dry_run(
         }
         writeln!(
             out,
-            "{}: {} rows: {} conversions would be sent, {} already sent, {} already pending, {} rejected before, {} changed after sent, {} orders invalid; nothing was sent",
+            "{}: {} rows: {} conversions would be sent, {} already sent, {} already pending, {} rejected before, {} changed after sent, {} orders invalid, {} filtered; nothing was sent",
             path.display(),
             report.rows,
             p.send.len(),
@@ -317,13 +318,22 @@ pub fn dry_run(
             p.already_pending,
             p.already_rejected,
             p.changed.len(),
-            report.invalid.len()
+            report.invalid.len(),
+            report.filtered.len()
         )?;
         if !report.is_clean() {
             outcome = outcome.and(Outcome::Problems);
         }
     }
     Ok(outcome)
+}
+
+fn lines_text(lines: &[crate::model::LineRef]) -> String {
+    format!(
+        "line{} {}",
+        if lines.len() == 1 { "" } else { "s" },
+        super::check::line_ranges(lines.iter().map(|l| l.line))
+    )
 }
 
 fn is_loopback(url: &str) -> bool {
@@ -409,6 +419,9 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
             st.rows_already_pending
         ));
     }
+    if st.rows_filtered > 0 {
+        parts.push(format!("{} rows filtered", st.rows_filtered));
+    }
     if st.rows_already_rejected > 0 {
         parts.push(format!(
             "{} rows rejected before with the same content",
@@ -445,6 +458,15 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
         }
         for p in &report.stray_problems {
             writeln!(out, "  invalid: {}", location(Path::new(&s.path), p))?;
+        }
+        for f in &report.filtered {
+            writeln!(
+                out,
+                "  OrderId {} ({}) {}",
+                f.order_id,
+                lines_text(&f.lines),
+                f.reason
+            )?;
         }
         for c in &plan.changed {
             writeln!(

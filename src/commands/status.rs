@@ -90,6 +90,7 @@ pub fn run(
             (f.rows_changed_after_sent, "changed after sent"),
             (f.rows_already_pending, "already pending"),
             (f.rows_already_rejected, "rejected before"),
+            (f.rows_filtered, "filtered"),
         ]
         .iter()
         .filter(|(n, _)| *n > 0)

@@ -102,6 +102,8 @@ pub enum LineOutcome {
     AlreadyPending,
     /// Its conversion was rejected by impact with this same content before.
     AlreadyRejected,
+    /// Its order was skipped by a filter (a status the operator does not send).
+    Filtered,
 }
 
 impl LineOutcome {
@@ -113,6 +115,7 @@ impl LineOutcome {
             LineOutcome::ChangedAfterSent => "changed_after_sent",
             LineOutcome::AlreadyPending => "already_pending",
             LineOutcome::AlreadyRejected => "already_rejected",
+            LineOutcome::Filtered => "filtered",
         }
     }
 }
@@ -795,6 +798,7 @@ pub struct FileStats {
     pub rows_changed_after_sent: u64,
     pub rows_already_pending: u64,
     pub rows_already_rejected: u64,
+    pub rows_filtered: u64,
     pub conversions_accepted: u64,
     pub conversions_rejected: u64,
     pub conversions_pending: u64,
@@ -818,6 +822,7 @@ impl FileStats {
             + self.rows_changed_after_sent
             + self.rows_already_pending
             + self.rows_already_rejected
+            + self.rows_filtered
     }
 }
 
@@ -846,6 +851,7 @@ impl Ledger {
                     COALESCE(SUM(l.outcome = 'changed_after_sent'), 0),
                     COALESCE(SUM(l.outcome = 'already_pending'), 0),
                     COALESCE(SUM(l.outcome = 'already_rejected'), 0),
+                    COALESCE(SUM(l.outcome = 'filtered'), 0),
                     COUNT(DISTINCT CASE WHEN l.outcome = 'sent' AND c.state = 'accepted' THEN c.id END),
                     COUNT(DISTINCT CASE WHEN l.outcome = 'sent' AND c.state = 'rejected' THEN c.id END),
                     COUNT(DISTINCT CASE WHEN l.outcome = 'sent' AND c.state = 'pending' THEN c.id END)
@@ -879,9 +885,10 @@ impl Ledger {
                     rows_changed_after_sent: n(16)?,
                     rows_already_pending: n(17)?,
                     rows_already_rejected: n(18)?,
-                    conversions_accepted: n(19)?,
-                    conversions_rejected: n(20)?,
-                    conversions_pending: n(21)?,
+                    rows_filtered: n(19)?,
+                    conversions_accepted: n(20)?,
+                    conversions_rejected: n(21)?,
+                    conversions_pending: n(22)?,
                 })
             })
             .map_err(sql(&self.path, "read file statistics"))?;

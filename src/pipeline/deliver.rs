@@ -153,6 +153,7 @@ impl Deliverer {
         let p = plan::plan(
             &conversions,
             &report.invalid,
+            &report.filtered,
             &strays,
             &known,
             &known_lines,

@@ -40,6 +40,8 @@ impl Stages {
         rules.timezone = config.source.timezone;
         rules.date_formats = config.source.date_formats.clone();
         rules.allow_event_date_now = config.source.allow_event_date_now;
+        rules.decimal_comma = config.source.decimal_comma;
+        rules.strip_currency_symbols = config.source.strip_currency_symbols;
         let keying = Keying {
             event_fields: rules.event_fields(),
             default_campaign: rules.default_for(Field::CAMPAIGN_ID).map(str::to_owned),
@@ -78,11 +80,51 @@ pub struct FileReport {
     pub file_problems: Vec<Problem>,
     /// Things worth saying that do not make anything invalid.
     pub notes: Vec<String>,
+    /// Orders skipped by a filter (a status the operator does not send).
+    pub filtered: Vec<Filtered>,
+    /// Where each API field came from in this file (column or JSON path).
+    pub sources: Vec<(crate::model::Field, String)>,
+}
+
+/// An order a filter skipped: never sent, never lost, listed with its reason.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Filtered {
+    pub order_id: String,
+    #[serde(serialize_with = "lines_only")]
+    pub lines: Vec<LineRef>,
+    pub reason: String,
+}
+
+fn lines_only<S: serde::Serializer>(lines: &[LineRef], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(lines.iter().map(|l| l.line))
+}
+
+/// The reason a filter skips this order, if one does.
+pub fn filter_reason(
+    order: &crate::model::FieldSet,
+    filters: &[crate::profile::Filter],
+) -> Option<String> {
+    filters.iter().find_map(|f| {
+        let value = order.get(f.slot)?;
+        let column = f.sources.first().map_or("", String::as_str);
+        if f.when_present {
+            return Some(format!("filtered: {column} is set (\"{value}\")"));
+        }
+        f.skip
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(value))
+            .then(|| format!("filtered: {column} is \"{value}\""))
+    })
 }
 
 impl FileReport {
+    pub fn filtered_rows(&self) -> u64 {
+        self.filtered.iter().map(|f| f.lines.len() as u64).sum()
+    }
+
     pub fn invalid_rows(&self) -> u64 {
-        self.rows - self.valid_rows
+        self.rows
+            .saturating_sub(self.valid_rows + self.filtered_rows())
     }
 
     pub fn is_clean(&self) -> bool {
@@ -124,15 +166,24 @@ pub fn process_file(
                 return Ok(report);
             };
             let mut mapper = CsvMapper::new(&stages.profile, reader.header());
+            report.sources = mapper.sources();
             report.file_problems = std::mem::take(&mut mapper.file_problems);
             report
                 .file_problems
                 .extend(missing_columns(stages, &mapper, reader.header()));
             if !mapper.unused.is_empty() {
+                let n = mapper.unused.len();
+                let shown: Vec<&str> = mapper.unused.iter().take(12).map(String::as_str).collect();
                 report.notes.push(format!(
-                    "columns not used by the \"{}\" profile: {}",
+                    "{n} column{} not used by the \"{}\" profile: {}{}",
+                    if n == 1 { "" } else { "s" },
                     stages.profile.name,
-                    mapper.unused.join(", ")
+                    shown.join(", "),
+                    if n > shown.len() {
+                        format!(" and {} more", n - shown.len())
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             let refuse = !report.file_problems.is_empty();
@@ -158,6 +209,9 @@ pub fn process_file(
         FileKind::Jsonl => {
             let mut reader = JsonlReader::new(input);
             let mut mapper = JsonMapper::new(&stages.profile);
+            report.sources = crate::model::Field::all()
+                .filter_map(|f| stages.profile.describe_source(f).map(|s| (f, s)))
+                .collect();
             let mut last_line = 0;
             loop {
                 let next = reader.next_record().map_err(io_err(last_line + 1))?;
@@ -187,15 +241,28 @@ pub fn process_file(
     }
     // Orders are complete only now; each is validated and handed on, then freed.
     let rules = &stages.rules;
+    let filters = &stages.profile.filters;
     let (mut valid_conversions, mut valid_rows, mut invalid) = (0u64, 0u64, Vec::new());
-    let strays = grouper.finish_each(|draft| match validate(draft, rules) {
-        Ok(conversion) => {
-            valid_conversions += 1;
-            valid_rows += conversion.lines().len() as u64;
-            on_valid(conversion);
+    let mut filtered = Vec::new();
+    let strays = grouper.finish_each(|draft| {
+        if let Some(reason) = filter_reason(&draft.order, filters) {
+            filtered.push(Filtered {
+                order_id: draft.order_id,
+                lines: draft.lines,
+                reason,
+            });
+            return;
         }
-        Err(inv) => invalid.push(*inv),
+        match validate(draft, rules) {
+            Ok(conversion) => {
+                valid_conversions += 1;
+                valid_rows += conversion.lines().len() as u64;
+                on_valid(conversion);
+            }
+            Err(inv) => invalid.push(*inv),
+        }
     });
+    report.filtered = filtered;
     report.valid_conversions = valid_conversions;
     report.valid_rows = valid_rows;
     report.invalid = invalid;

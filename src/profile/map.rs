@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use csv::ByteRecord;
 use serde_json::{Map, Value};
 
-use super::{ColumnRule, Profile};
+use super::{ColumnRule, Profile, Transform};
 use crate::model::{fold_name, Field, FieldSet, FieldSetBuilder, Level, LineHash, Problem, Row};
 use crate::read::csv::{trim, Header};
 use crate::read::jsonl::kind_name;
@@ -18,8 +18,9 @@ use crate::read::not_utf8_message;
 /// A profile resolved against one CSV header.
 #[derive(Debug)]
 pub struct CsvMapper {
-    /// `(column index, field)` for every mapped column.
-    targets: Vec<(usize, Field)>,
+    /// `(column index, field, transform)` for every mapped column (a column may feed an API
+    /// field and a filter slot).
+    targets: Vec<(usize, Field, Option<Transform>)>,
     width: usize,
     names: Vec<String>,
     /// Header columns no rule uses (reported by `check` as a note, never an error).
@@ -32,26 +33,36 @@ pub struct CsvMapper {
 
 impl CsvMapper {
     pub fn new(profile: &Profile, header: &Header) -> CsvMapper {
-        let by_source: HashMap<String, &ColumnRule> = profile
-            .rules
+        let filter_rules: Vec<ColumnRule> = profile
+            .filters
             .iter()
-            .map(|r| (fold_name(&r.source), r))
+            .flat_map(|f| f.sources.iter().map(|s| ColumnRule::new(s, f.slot)))
             .collect();
+        let mut by_source: HashMap<String, Vec<&ColumnRule>> = HashMap::new();
+        for r in profile.rules.iter().chain(&filter_rules) {
+            by_source.entry(fold_name(&r.source)).or_default().push(r);
+        }
         let matched: Vec<(usize, &ColumnRule)> = header
             .names
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| by_source.get(&fold_name(n)).map(|r| (i, *r)))
+            .flat_map(|(i, n)| {
+                by_source
+                    .get(&fold_name(n))
+                    .into_iter()
+                    .flatten()
+                    .map(move |r| (i, *r))
+            })
             .collect();
         let has_items = matched.iter().any(|(_, r)| r.field.level() == Level::Item);
-        let mut targets: Vec<(usize, Field)> = Vec::new();
+        let mut targets: Vec<(usize, Field, Option<Transform>)> = Vec::new();
         let mut file_problems = Vec::new();
         for (i, rule) in &matched {
             let field = match rule.with_items {
                 Some(item_field) if has_items => item_field,
                 _ => rule.field,
             };
-            if let Some((j, _)) = targets.iter().find(|(_, f)| *f == field) {
+            if let Some((j, _, _)) = targets.iter().find(|(_, f, _)| *f == field) {
                 file_problems.push(Problem::new(
                     Some(header.line),
                     Some(field.name()),
@@ -66,7 +77,7 @@ impl CsvMapper {
                 ));
                 continue;
             }
-            targets.push((*i, field));
+            targets.push((*i, field, rule.transform));
         }
         for rule in profile.rules.iter().filter(|r| r.required) {
             if !matched.iter().any(|(_, r)| r.source == rule.source) {
@@ -87,7 +98,7 @@ impl CsvMapper {
             .names
             .iter()
             .enumerate()
-            .filter(|(i, n)| !n.is_empty() && !targets.iter().any(|(j, _)| j == i))
+            .filter(|(i, n)| !n.is_empty() && !targets.iter().any(|(j, _, _)| j == i))
             .map(|(_, n)| n.clone())
             .collect();
         CsvMapper {
@@ -101,9 +112,18 @@ impl CsvMapper {
         }
     }
 
+    /// The column each API field comes from in this file (for `check --show`).
+    pub fn sources(&self) -> Vec<(Field, String)> {
+        self.targets
+            .iter()
+            .filter(|(_, f, _)| f.is_api())
+            .map(|(i, f, _)| (*f, self.names[*i].clone()))
+            .collect()
+    }
+
     /// Whether some column gives this field.
     pub fn has(&self, field: Field) -> bool {
-        self.targets.iter().any(|(_, f)| *f == field)
+        self.targets.iter().any(|(_, f, _)| *f == field)
     }
 
     pub fn map(&mut self, line: u64, hash: LineHash, record: &ByteRecord) -> Row {
@@ -122,7 +142,7 @@ impl CsvMapper {
             ));
         }
         for i in 0..self.targets.len() {
-            let (col, field) = self.targets[i];
+            let (col, field, transform) = self.targets[i];
             let Some(raw) = record.get(col) else {
                 problems.push(Problem::at(
                     line,
@@ -136,7 +156,12 @@ impl CsvMapper {
                 ));
                 continue;
             };
-            let raw = trim(raw);
+            let raw = match transform {
+                Some(Transform::StripLeadingApostrophe) => {
+                    trim(raw).strip_prefix(b"'").unwrap_or(trim(raw))
+                }
+                None => trim(raw),
+            };
             let value = match std::str::from_utf8(raw) {
                 Ok(v) => v,
                 Err(_) => {
@@ -182,61 +207,86 @@ enum JsonSource {
     ItemPath(Vec<String>, Vec<String>),
 }
 
-/// A profile ready to map JSON objects.
-#[derive(Debug)]
-pub struct JsonMapper {
-    /// Folded top-level key → field (and its item meaning when the line has item fields).
-    keys: HashMap<String, (Field, Option<Field>)>,
+/// What a rule writes: the field, its item meaning next to item fields, a transform.
+type Target = (Field, Option<Field>, Option<Transform>);
+
+/// Rules compiled for JSON objects.
+#[derive(Debug, Default)]
+struct RuleSet {
+    /// Folded top-level key → targets.
+    keys: HashMap<String, Vec<Target>>,
     /// Folded key inside nested item objects → item field.
     item_keys: HashMap<String, Field>,
-    /// Folded keys holding arrays of items.
-    item_arrays: Vec<String>,
-    paths: Vec<(JsonSource, Field, String)>,
-    /// For each `[mapping]` rule: whether any line had it (schema drift is reported).
-    required_seen: Vec<(String, Field, bool)>,
-    order: FieldSetBuilder,
-    item: FieldSetBuilder,
+    /// Explicit paths: `(source, target, the rule as written)`.
+    paths: Vec<(JsonSource, Target, String)>,
 }
 
 fn split_path(p: &str) -> Vec<String> {
     p.split('.').map(str::to_owned).collect()
 }
 
-impl JsonMapper {
-    pub fn new(profile: &Profile) -> JsonMapper {
-        let mut keys = HashMap::new();
-        let mut item_keys = HashMap::new();
-        let mut paths = Vec::new();
-        for rule in &profile.rules {
+impl RuleSet {
+    fn new(rules: &[ColumnRule]) -> RuleSet {
+        let mut set = RuleSet::default();
+        for rule in rules {
+            let target = (rule.field, rule.with_items, rule.transform);
             if let Some((array, rel)) = rule.source.split_once("[]") {
                 let rel = rel.trim_start_matches('.');
-                paths.push((
+                set.paths.push((
                     JsonSource::ItemPath(split_path(array), split_path(rel)),
-                    rule.field,
+                    target,
                     rule.source.clone(),
                 ));
             } else if rule.source.contains('.') {
-                paths.push((
+                set.paths.push((
                     JsonSource::Path(split_path(&rule.source)),
-                    rule.field,
+                    target,
                     rule.source.clone(),
                 ));
             } else {
                 let folded = fold_name(&rule.source);
                 if rule.field.level() == Level::Item {
-                    item_keys.insert(folded.clone(), rule.field);
+                    set.item_keys.insert(folded.clone(), rule.field);
                 }
-                keys.insert(folded, (rule.field, rule.with_items));
+                set.keys.entry(folded).or_default().push(target);
+            }
+        }
+        set
+    }
+}
+
+/// A profile ready to map JSON objects.
+#[derive(Debug)]
+pub struct JsonMapper {
+    parents: RuleSet,
+    /// For child lines of a join (Shopify bulk line items).
+    children: RuleSet,
+    join: Option<super::Join>,
+    /// Folded keys holding arrays of items.
+    item_arrays: Vec<String>,
+    /// For each `[mapping]` rule: whether any line had it (schema drift is reported).
+    required_seen: Vec<(String, Field, bool)>,
+    order: FieldSetBuilder,
+    item: FieldSetBuilder,
+}
+
+impl JsonMapper {
+    pub fn new(profile: &Profile) -> JsonMapper {
+        let mut parent_rules = profile.rules.clone();
+        for f in &profile.filters {
+            for source in &f.sources {
+                parent_rules.push(ColumnRule::new(source, f.slot));
             }
         }
         JsonMapper {
-            keys,
-            item_keys,
+            parents: RuleSet::new(&parent_rules),
+            children: RuleSet::new(&profile.child_rules),
+            join: profile.join.clone(),
             item_arrays: profile.item_arrays.iter().map(|a| fold_name(a)).collect(),
-            paths,
             required_seen: profile
                 .rules
                 .iter()
+                .chain(&profile.child_rules)
                 .filter(|r| r.required)
                 .map(|r| (r.source.clone(), r.field, false))
                 .collect(),
@@ -265,46 +315,70 @@ impl JsonMapper {
 
     pub fn map(&mut self, line: u64, hash: LineHash, obj: &Map<String, Value>) -> Row {
         let mut problems = Vec::new();
-        let mut flat: Vec<(Field, Option<Field>, String)> = Vec::new();
+        let mut flat: Vec<(Target, String)> = Vec::new();
         let mut nested: Vec<FieldSet> = Vec::new();
+        // In a join, a line with a parent id is an item of that parent; both carry the
+        // parent's id as their group key.
+        let (child, group_key) = match &self.join {
+            Some(j) => match obj
+                .get(&j.parent_key)
+                .and_then(|v| scalar(v).ok().flatten())
+            {
+                Some(parent) => (true, Some(parent)),
+                None => (
+                    false,
+                    obj.get(&j.id_key).and_then(|v| scalar(v).ok().flatten()),
+                ),
+            },
+            None => (false, None),
+        };
+        let set = if child { &self.children } else { &self.parents };
         for (key, value) in obj {
             let folded = fold_name(key);
-            if self.item_arrays.contains(&folded) {
+            if !child && self.item_arrays.contains(&folded) {
                 if let Value::Array(elements) = value {
                     for element in elements {
-                        self.nested_item(line, key, element, &mut problems, &mut nested);
+                        nested_item(
+                            set,
+                            &mut self.item,
+                            line,
+                            key,
+                            element,
+                            &mut problems,
+                            &mut nested,
+                        );
                     }
                     continue;
                 }
             }
-            if let Some(&(field, with_items)) = self.keys.get(&folded) {
-                self.mark_seen(key);
-                match scalar(value) {
-                    Ok(Some(v)) => flat.push((field, with_items, v)),
-                    Ok(None) => {}
-                    Err(kind) => problems.push(Problem::at(
-                        line,
-                        key,
-                        format!("holds {kind} where a value is expected; map a nested path instead (e.g. \"{key}.amount\")"),
-                    )),
-                }
+            let Some(targets) = set.keys.get(&folded) else {
+                continue;
+            };
+            mark(&mut self.required_seen, key);
+            match scalar(value) {
+                Ok(Some(v)) => flat.extend(targets.iter().map(|t| (*t, v.clone()))),
+                Ok(None) => {}
+                Err(kind) => problems.push(Problem::at(
+                    line,
+                    key,
+                    format!("holds {kind} where a value is expected; map a nested path instead (e.g. \"{key}.amount\")"),
+                )),
             }
         }
         let mut path_items: Vec<Vec<(Field, String)>> = Vec::new();
-        for (source, field, name) in &self.paths {
+        for (source, target, name) in &set.paths {
             match source {
                 JsonSource::Path(path) => {
-                    if let Some(v) = walk(obj, path) {
-                        mark(&mut self.required_seen, name);
-                        match scalar(v) {
-                            Ok(Some(s)) => flat.push((*field, None, s)),
-                            Ok(None) => {}
-                            Err(kind) => problems.push(Problem::at(
-                                line,
-                                name,
-                                format!("holds {kind} where a value is expected"),
-                            )),
-                        }
+                    let Some(v) = walk(obj, path) else { continue };
+                    mark(&mut self.required_seen, name);
+                    match scalar(v) {
+                        Ok(Some(s)) => flat.push((*target, s)),
+                        Ok(None) => {}
+                        Err(kind) => problems.push(Problem::at(
+                            line,
+                            name,
+                            format!("holds {kind} where a value is expected"),
+                        )),
                     }
                 }
                 JsonSource::ItemPath(array, rel) => {
@@ -313,14 +387,12 @@ impl JsonMapper {
                     };
                     mark(&mut self.required_seen, name);
                     for (i, element) in elements.iter().enumerate() {
-                        let Some(Value::Object(e)) = Some(element) else {
-                            continue;
-                        };
+                        let Value::Object(e) = element else { continue };
                         if path_items.len() <= i {
                             path_items.resize_with(i + 1, Vec::new);
                         }
                         match walk(e, rel).map(scalar) {
-                            Some(Ok(Some(s))) => path_items[i].push((*field, s)),
+                            Some(Ok(Some(s))) => path_items[i].push((target.0, s)),
                             Some(Err(kind)) => problems.push(Problem::at(
                                 line,
                                 name,
@@ -332,13 +404,22 @@ impl JsonMapper {
                 }
             }
         }
-        let has_flat_items = flat.iter().any(|(f, _, _)| f.level() == Level::Item);
-        for (field, with_items, value) in &flat {
+        let has_flat_items = flat.iter().any(|((f, _, _), _)| f.level() == Level::Item);
+        for ((field, with_items, transform), value) in &flat {
             let field = match with_items {
                 Some(item_field) if has_flat_items => *item_field,
                 _ => *field,
             };
+            let value = match transform {
+                Some(Transform::StripLeadingApostrophe) => {
+                    value.strip_prefix('\'').unwrap_or(value)
+                }
+                None => value.as_str(),
+            };
             push(&mut self.order, &mut self.item, field, value);
+        }
+        if let Some(k) = &group_key {
+            self.order.push(Field::GROUP_KEY, k);
         }
         let mut items = Vec::new();
         if !self.item.is_empty() {
@@ -361,46 +442,41 @@ impl JsonMapper {
             problems,
         }
     }
+}
 
-    fn mark_seen(&mut self, key: &str) {
-        if !self.required_seen.is_empty() {
-            mark(&mut self.required_seen, key);
+fn nested_item(
+    set: &RuleSet,
+    builder: &mut FieldSetBuilder,
+    line: u64,
+    array_key: &str,
+    element: &Value,
+    problems: &mut Vec<Problem>,
+    out: &mut Vec<FieldSet>,
+) {
+    let Value::Object(item) = element else {
+        problems.push(Problem::at(
+            line,
+            array_key,
+            format!("an item is {} instead of an object", kind_name(element)),
+        ));
+        return;
+    };
+    for (key, value) in item {
+        let Some(&field) = set.item_keys.get(&fold_name(key)) else {
+            continue;
+        };
+        match scalar(value) {
+            Ok(Some(v)) => builder.push(field, &v),
+            Ok(None) => {}
+            Err(kind) => problems.push(Problem::at(
+                line,
+                format!("{array_key}[].{key}"),
+                format!("holds {kind} where a value is expected"),
+            )),
         }
     }
-
-    fn nested_item(
-        &mut self,
-        line: u64,
-        array_key: &str,
-        element: &Value,
-        problems: &mut Vec<Problem>,
-        out: &mut Vec<FieldSet>,
-    ) {
-        let Value::Object(item) = element else {
-            problems.push(Problem::at(
-                line,
-                array_key,
-                format!("an item is {} instead of an object", kind_name(element)),
-            ));
-            return;
-        };
-        for (key, value) in item {
-            let Some(&field) = self.item_keys.get(&fold_name(key)) else {
-                continue;
-            };
-            match scalar(value) {
-                Ok(Some(v)) => self.item.push(field, &v),
-                Ok(None) => {}
-                Err(kind) => problems.push(Problem::at(
-                    line,
-                    format!("{array_key}[].{key}"),
-                    format!("holds {kind} where a value is expected"),
-                )),
-            }
-        }
-        if !self.item.is_empty() {
-            out.push(self.item.take());
-        }
+    if !builder.is_empty() {
+        out.push(builder.take());
     }
 }
 
@@ -437,6 +513,10 @@ fn scalar(v: &Value) -> Result<Option<String>, &'static str> {
         Value::String(s) => Ok(Some(s.trim().to_owned())),
         Value::Number(n) => Ok(Some(n.to_string())),
         Value::Bool(b) => Ok(Some(b.to_string())),
+        // A list where one value belongs (Shopify's discountCodes): its first value.
+        Value::Array(list) if list.iter().all(|v| !v.is_object() && !v.is_array()) => {
+            list.first().map_or(Ok(None), scalar)
+        }
         other => Err(kind_name(other)),
     }
 }

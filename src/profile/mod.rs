@@ -1,13 +1,22 @@
 //! Profiles: which export column (or JSON path) feeds which API field, defined as data.
 //!
-//! A profile is a table of [`ColumnRule`]s plus constants. Presets (`impact`, later Shopify and
-//! WooCommerce) are tables built here; `[mapping]` in the config adds to or overrides any of
-//! them, and `custom` is an empty preset plus `[mapping]`. `map` applies a profile to rows.
+//! A profile is a table of [`ColumnRule`]s plus constants, filters and, for JSONL exports
+//! that put line items on their own lines (Shopify bulk operations), a parent/child join.
+//! The presets (`impact`, `impact-batch`, `shopify-csv`, `shopify-jsonl`, `woocommerce`) are
+//! tables in this file. `[mapping]` and `[[filter]]` in the config adjust any of them.
+//! `custom` is an empty preset plus `[mapping]`. `map` applies a profile to rows.
 
 pub mod map;
 
-use crate::config::{Config, Source};
-use crate::model::{Field, Level};
+use crate::config::{Config, FilterConfig, Source};
+use crate::model::{Field, Level, MAX_FILTERS};
+
+/// A change applied to a value as it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// `'2759` → `2759`: Excel's marker for "keep this as text".
+    StripLeadingApostrophe,
+}
 
 /// One source → field rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +30,41 @@ pub struct ColumnRule {
     pub with_items: Option<Field>,
     /// Set by `[mapping]`: the column must exist, or the file is refused (schema drift).
     pub required: bool,
+    pub transform: Option<Transform>,
+}
+
+impl ColumnRule {
+    pub fn new(source: &str, field: Field) -> ColumnRule {
+        ColumnRule {
+            source: source.to_owned(),
+            field,
+            with_items: None,
+            required: false,
+            transform: None,
+        }
+    }
+}
+
+/// Skip whole orders by the value of a column (a status), counted and listed as filtered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// Columns or JSON paths that hold the value; the first present one is used.
+    pub sources: Vec<String>,
+    /// Values that make an order skipped (compared case-insensitively).
+    pub skip: Vec<String>,
+    /// Skip the order whenever the column has any value (e.g. `cancelledAt`).
+    pub when_present: bool,
+    /// The internal slot carrying the value through grouping.
+    pub slot: Field,
+}
+
+/// JSONL exports whose items are lines of their own, pointing at their order line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// The key holding a line's own id (`id`).
+    pub id_key: String,
+    /// The key holding a child's parent id (`__parentId`).
+    pub parent_key: String,
 }
 
 /// A complete input profile.
@@ -28,13 +72,134 @@ pub struct ColumnRule {
 pub struct Profile {
     pub name: String,
     pub rules: Vec<ColumnRule>,
+    /// Rules for child lines when `join` is set (their keys mean item fields).
+    pub child_rules: Vec<ColumnRule>,
     /// Order-level values every conversion gets (they win over `[defaults]`).
     pub constants: Vec<(Field, String)>,
     /// Item-level values every item gets.
     pub item_constants: Vec<(Field, String)>,
     /// JSON keys whose value is an array of item objects.
     pub item_arrays: Vec<String>,
+    pub join: Option<Join>,
+    pub filters: Vec<Filter>,
+    /// The export's dates carry no offset: `[source] timezone` is required.
+    pub needs_timezone: bool,
 }
+
+/// A preset as data: `(column, API field)` pairs and the rest.
+struct Preset {
+    name: &'static str,
+    rules: &'static [(&'static str, &'static str)],
+    child_rules: &'static [(&'static str, &'static str)],
+    /// `(columns, values to skip, skip when present)`.
+    filters: &'static [(&'static [&'static str], &'static [&'static str], bool)],
+    join: Option<(&'static str, &'static str)>,
+    apostrophe_columns: &'static [&'static str],
+    needs_timezone: bool,
+}
+
+/// Shopify admin "Export orders" CSV (any header generation: columns are matched by name).
+/// Discounts: `Lineitem price` is the unit price before discounts and `Discount Amount` the
+/// order's total discount, so impact's sale amount (Σ price × quantity − OrderDiscount) is
+/// Shopify's `Subtotal`: after discounts, without shipping and taxes. `Lineitem discount`
+/// is not mapped, because it is already part of `Discount Amount` and would count twice.
+const SHOPIFY_CSV: Preset = Preset {
+    name: "shopify-csv",
+    rules: &[
+        ("Name", "OrderId"),
+        ("Created at", "EventDate"),
+        ("Currency", "CurrencyCode"),
+        ("Discount Code", "OrderPromoCode"),
+        ("Discount Amount", "OrderDiscount"),
+        ("Lineitem sku", "ItemSku"),
+        ("Lineitem name", "ItemName"),
+        ("Lineitem quantity", "ItemQuantity"),
+        ("Lineitem price", "ItemPrice"),
+        ("Vendor", "ItemBrand"),
+        ("Billing City", "CustomerCity"),
+        ("Billing Country", "CustomerCountry"),
+        ("Billing Zip", "CustomerPostCode"),
+    ],
+    child_rules: &[],
+    filters: &[(&["Financial Status"], &["voided", "refunded"], false)],
+    join: None,
+    apostrophe_columns: &["Billing Zip"],
+    needs_timezone: false,
+};
+
+/// Shopify Bulk Operations JSONL: order lines, and line-item lines joined by `__parentId`
+/// (right under their order or anywhere later). Prices and discounts as in `shopify-csv`;
+/// the first discount code is the promo code.
+const SHOPIFY_JSONL: Preset = Preset {
+    name: "shopify-jsonl",
+    rules: &[
+        ("name", "OrderId"),
+        ("createdAt", "EventDate"),
+        ("currencyCode", "CurrencyCode"),
+        ("discountCodes", "OrderPromoCode"),
+        ("totalDiscountsSet.shopMoney.amount", "OrderDiscount"),
+    ],
+    child_rules: &[
+        ("sku", "ItemSku"),
+        ("name", "ItemName"),
+        ("quantity", "ItemQuantity"),
+        ("originalUnitPriceSet.shopMoney.amount", "ItemPrice"),
+        ("vendor", "ItemBrand"),
+    ],
+    filters: &[
+        (&["displayFinancialStatus"], &["VOIDED", "REFUNDED"], false),
+        (&["cancelledAt"], &[], true),
+        (&["test"], &["true"], false),
+    ],
+    join: Some(("id", "__parentId")),
+    apostrophe_columns: &[],
+    needs_timezone: false,
+};
+
+/// WooCommerce exports, one row per item: "Advanced Order Export For WooCommerce" default
+/// columns and SkyVerge "Customer/Order/Coupon Export" (names match loosely, so
+/// `Order Number` and `order_number` are one rule). Dates carry no zone.
+const WOOCOMMERCE: Preset = Preset {
+    name: "woocommerce",
+    rules: &[
+        ("Order Number", "OrderId"),
+        ("Order Date", "EventDate"),
+        ("date", "EventDate"),
+        ("Order Currency", "CurrencyCode"),
+        ("Currency", "CurrencyCode"),
+        ("Coupon Code", "OrderPromoCode"),
+        ("SKU", "ItemSku"),
+        ("Item SKU", "ItemSku"),
+        ("Name", "ItemName"),
+        ("Item Name", "ItemName"),
+        ("Quantity", "ItemQuantity"),
+        ("Item Quantity", "ItemQuantity"),
+        ("Item Cost", "ItemPrice"),
+        ("Item Price", "ItemPrice"),
+        ("Billing City", "CustomerCity"),
+        ("Billing Country", "CustomerCountry"),
+        ("Billing Postcode", "CustomerPostCode"),
+    ],
+    child_rules: &[],
+    filters: &[(
+        &["Order Status", "status"],
+        &["cancelled", "refunded", "failed", "trash"],
+        false,
+    )],
+    join: None,
+    apostrophe_columns: &["Billing Postcode"],
+    needs_timezone: true,
+};
+
+/// The presets' names, for `[source] format`.
+pub const FORMATS: &[&str] = &[
+    "impact",
+    "impact-batch",
+    "shopify-csv",
+    "shopify-jsonl",
+    "woocommerce",
+    "custom",
+];
 
 /// impact's FTP batch template names, so a file made for impact's own import works as is.
 /// `(column, field, field when the file has item columns)`.
@@ -47,76 +212,140 @@ const IMPACT_ALIASES: &[(&str, &str, Option<&str>)] = &[
     ("Amount", "Amount", Some("ItemSubTotal")),
 ];
 
+fn field(name: &str) -> Field {
+    // The preset tables are written against the catalog; a typo there is caught by the
+    // `presets_name_real_fields` test.
+    Field::named(name).unwrap_or(Field::GROUP_KEY)
+}
+
 impl Profile {
+    fn empty(name: &str) -> Profile {
+        Profile {
+            name: name.into(),
+            rules: Vec::new(),
+            child_rules: Vec::new(),
+            constants: Vec::new(),
+            item_constants: Vec::new(),
+            item_arrays: Vec::new(),
+            join: None,
+            filters: Vec::new(),
+            needs_timezone: false,
+        }
+    }
+
     /// The `impact` preset: every API field under its own name (items un-indexed) and the
     /// FTP-template aliases.
     pub fn impact() -> Profile {
-        let mut rules: Vec<ColumnRule> = Field::all()
+        let mut p = Profile::empty("impact");
+        p.rules = Field::all()
             .filter(|f| *f != Field::AMOUNT)
-            .map(|field| ColumnRule {
-                source: field.name().to_owned(),
-                field,
-                with_items: None,
-                required: false,
-            })
+            .map(|f| ColumnRule::new(f.name(), f))
             .collect();
-        for &(source, field, with_items) in IMPACT_ALIASES {
-            let (Some(field), with_items) =
-                (Field::named(field), with_items.and_then(Field::named))
-            else {
-                continue;
-            };
-            rules.push(ColumnRule {
-                source: source.to_owned(),
-                field,
-                with_items,
-                required: false,
-            });
+        for &(source, target, with_items) in IMPACT_ALIASES {
+            let mut rule = ColumnRule::new(source, field(target));
+            rule.with_items = with_items.map(field);
+            p.rules.push(rule);
         }
-        Profile {
-            name: "impact".into(),
-            rules,
-            constants: Vec::new(),
-            item_constants: Vec::new(),
-            item_arrays: vec!["Items".into(), "LineItems".into()],
-        }
+        p.item_arrays = vec!["Items".into(), "LineItems".into()];
+        p
     }
 
     /// An empty preset: only `[mapping]` counts.
     pub fn custom() -> Profile {
-        Profile {
-            name: "custom".into(),
-            rules: Vec::new(),
-            constants: Vec::new(),
-            item_constants: Vec::new(),
-            item_arrays: Vec::new(),
-        }
+        Profile::empty("custom")
     }
 
-    /// The profile the config selects, with its `[mapping]` applied.
-    pub fn from_config(config: &Config) -> Profile {
-        let mut p = match config.source.format.as_str() {
-            "custom" => Profile::custom(),
-            _ => Profile::impact(),
+    fn from_preset(preset: &Preset) -> Profile {
+        let mut p = Profile::empty(preset.name);
+        let rule = |&(source, target): &(&str, &str)| {
+            let mut r = ColumnRule::new(source, field(target));
+            if preset.apostrophe_columns.contains(&source) {
+                r.transform = Some(Transform::StripLeadingApostrophe);
+            }
+            r
         };
-        p.apply_mapping(&config.mapping);
+        p.rules = preset.rules.iter().map(rule).collect();
+        p.child_rules = preset.child_rules.iter().map(rule).collect();
+        p.join = preset.join.map(|(id, parent)| Join {
+            id_key: id.into(),
+            parent_key: parent.into(),
+        });
+        p.filters = preset
+            .filters
+            .iter()
+            .enumerate()
+            .map(|(i, (sources, skip, when_present))| Filter {
+                sources: sources.iter().map(|s| s.to_string()).collect(),
+                skip: skip.iter().map(|s| s.to_string()).collect(),
+                when_present: *when_present,
+                slot: Field::filter(i),
+            })
+            .collect();
+        p.needs_timezone = preset.needs_timezone;
         p
+    }
+
+    /// A preset by name (`None` for an unknown name).
+    pub fn preset(name: &str) -> Option<Profile> {
+        Some(match name {
+            "impact" => Profile::impact(),
+            "impact-batch" => {
+                let mut p = Profile::impact();
+                p.name = "impact-batch".into();
+                p
+            }
+            "shopify-csv" => Profile::from_preset(&SHOPIFY_CSV),
+            "shopify-jsonl" => Profile::from_preset(&SHOPIFY_JSONL),
+            "woocommerce" => Profile::from_preset(&WOOCOMMERCE),
+            "custom" => Profile::custom(),
+            _ => return None,
+        })
+    }
+
+    /// The profile the config selects, with its `[mapping]` and `[[filter]]` applied.
+    pub fn from_config(config: &Config) -> Profile {
+        let mut p = Profile::preset(&config.source.format).unwrap_or_else(Profile::impact);
+        p.apply_mapping(&config.mapping);
+        if let Some(filters) = &config.filters {
+            p.set_filters(filters);
+        }
+        p
+    }
+
+    /// Replaces the preset's filters with the configured ones (an empty list turns them off).
+    pub fn set_filters(&mut self, filters: &[FilterConfig]) {
+        self.filters = filters
+            .iter()
+            .take(MAX_FILTERS)
+            .enumerate()
+            .map(|(i, f)| Filter {
+                sources: vec![f.column.clone()],
+                skip: f.skip.clone(),
+                when_present: f.when_present,
+                slot: Field::filter(i),
+            })
+            .collect();
     }
 
     /// Applies `[mapping]`: a mapped field drops the preset's rules for it.
     pub fn apply_mapping(&mut self, mapping: &[(Field, Source)]) {
         for (field, source) in mapping {
-            self.rules
-                .retain(|r| r.field != *field && r.with_items != Some(*field));
+            for rules in [&mut self.rules, &mut self.child_rules] {
+                rules.retain(|r| r.field != *field && r.with_items != Some(*field));
+            }
             self.constants.retain(|(f, _)| f != field);
             self.item_constants.retain(|(f, _)| f != field);
             match source {
-                Source::Column(c) => self.rules.push(ColumnRule {
-                    source: c.clone(),
-                    field: *field,
-                    with_items: None,
-                    required: true,
-                }),
+                Source::Column(c) => {
+                    let mut rule = ColumnRule::new(c, *field);
+                    rule.required = true;
+                    // In a join, item fields are read from the child lines.
+                    if self.join.is_some() && field.level() == Level::Item {
+                        self.child_rules.push(rule);
+                    } else {
+                        self.rules.push(rule);
+                    }
+                }
                 Source::Value(v) if field.level() == Level::Item => {
                     self.item_constants.push((*field, v.clone()))
                 }
@@ -124,11 +353,36 @@ impl Profile {
             }
         }
     }
+
+    /// Where each API field comes from, for `check --show` (CSV columns are resolved per file).
+    pub fn describe_source(&self, field: Field) -> Option<String> {
+        self.rules
+            .iter()
+            .chain(&self.child_rules)
+            .find(|r| r.field == field)
+            .map(|r| r.source.clone())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presets_name_real_fields() {
+        for preset in [&SHOPIFY_CSV, &SHOPIFY_JSONL, &WOOCOMMERCE] {
+            for (source, target) in preset.rules.iter().chain(preset.child_rules) {
+                assert!(
+                    Field::named(target).is_some(),
+                    "{}: {source} → {target}",
+                    preset.name
+                );
+            }
+        }
+        for name in FORMATS {
+            assert!(Profile::preset(name).is_some(), "{name}");
+        }
+    }
 
     #[test]
     fn impact_preset_has_ftp_template_aliases() {
@@ -163,5 +417,12 @@ mod tests {
         assert!(!p.rules.iter().any(|r| r.field == Field::CURRENCY_CODE));
         assert_eq!(p.constants, vec![(Field::CURRENCY_CODE, "EUR".into())]);
         assert_eq!(p.item_constants.len(), 1);
+    }
+
+    #[test]
+    fn shopify_order_id_can_be_the_numeric_id() {
+        let mut p = Profile::preset("shopify-csv").unwrap();
+        p.apply_mapping(&[(Field::ORDER_ID, Source::Column("Id".into()))]);
+        assert_eq!(p.describe_source(Field::ORDER_ID).as_deref(), Some("Id"));
     }
 }
