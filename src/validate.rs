@@ -200,8 +200,12 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
 
     // Order-level values: the export's, then constants/defaults for what it lacks, then the
     // key parts as `group` resolved them (a blank cell that took another row's value).
-    let mut raw: Vec<(Field, &str, Option<u64>)> =
-        order.iter().map(|(f, v)| (f, v, first)).collect();
+    // Internal slots (group key, filter columns) are never sent.
+    let mut raw: Vec<(Field, &str, Option<u64>)> = order
+        .iter()
+        .filter(|(f, _)| f.is_api())
+        .map(|(f, v)| (f, v, first))
+        .collect();
     let resolved = campaign_id
         .as_deref()
         .map(|c| (Field::CAMPAIGN_ID, c))
@@ -999,6 +1003,23 @@ mod tests {
         );
         r.decimal_comma = true;
         assert_eq!(price("1.234,56 €", &r).unwrap(), "1234.56");
+    }
+
+    #[test]
+    fn internal_slots_are_never_part_of_a_conversion() {
+        let mut d = draft(OK_ORDER, &[OK_ITEM]);
+        let mut pairs: Vec<(Field, &str)> = d.order.iter().collect();
+        pairs.push((Field::GROUP_KEY, "gid://shopify/Order/1"));
+        pairs.push((Field::filter(0), "paid"));
+        let owned: Vec<(Field, String)> = pairs.iter().map(|(f, v)| (*f, v.to_string())).collect();
+        d.order = FieldSet::from_pairs(owned.iter().map(|(f, v)| (*f, v.as_str())));
+        let c = validate(d, &rules()).unwrap();
+        assert!(
+            c.fields().all(|(f, _)| f.is_api()),
+            "{:?}",
+            c.fields().collect::<Vec<_>>()
+        );
+        assert!(!crate::impact::form::encode(&c).contains("filter"));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::{location, CommandError, Outcome};
 use crate::config::Config;
 use crate::impact::form;
-use crate::model::{ConversionKey, Problem};
-use crate::pipeline::{self, FileReport, Stages};
+use crate::model::{ConversionKey, Field, Problem};
+use crate::pipeline::{self, FileReport, Filtered, Stages};
 use crate::read::csv::SkipCounts;
 use crate::validate::{Conversion, Invalid};
 
@@ -22,16 +22,74 @@ struct Shown {
     body: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<Problem>,
+    /// Where each field of the body came from.
+    sources: Vec<Provenance>,
+}
+
+/// `ItemSku2 ← "Lineitem sku", line 7`.
+#[derive(Serialize)]
+struct Provenance {
+    field: String,
+    from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u64>,
+    #[serde(skip)]
+    api_field: Field,
 }
 
 impl Shown {
     fn of(c: &Conversion) -> Shown {
+        let first = c.lines().first().map(|l| l.line);
+        let mut sources: Vec<Provenance> = c
+            .fields()
+            .map(|(f, _)| Provenance {
+                field: f.name().to_owned(),
+                from: String::new(),
+                line: first,
+                api_field: f,
+            })
+            .collect();
+        for (i, (item, line)) in c.items().iter().zip(c.item_lines()).enumerate() {
+            for (f, _) in item.iter() {
+                sources.push(Provenance {
+                    field: format!("{}{}", f.name(), i + 1),
+                    from: String::new(),
+                    line: Some(*line),
+                    api_field: f,
+                });
+            }
+        }
         Shown {
             key: c.key().clone(),
             lines: c.lines().iter().map(|l| l.line).collect(),
             items: c.items().len(),
             body: form::encode(c),
             warnings: c.warnings().to_vec(),
+            sources,
+        }
+    }
+
+    /// Fills in the source of each field: its column, or the config.
+    fn attribute(&mut self, report: &FileReport, config: &Config, stages: &Stages) {
+        for p in &mut self.sources {
+            p.from = if let Some((_, col)) = report.sources.iter().find(|(f, _)| *f == p.api_field)
+            {
+                format!("\"{col}\"")
+            } else if stages
+                .profile
+                .constants
+                .iter()
+                .chain(&stages.profile.item_constants)
+                .any(|(f, _)| *f == p.api_field)
+            {
+                p.line = None;
+                "[mapping] constant".into()
+            } else if config.defaults.iter().any(|(f, _)| *f == p.api_field) {
+                p.line = None;
+                "[defaults]".into()
+            } else {
+                "the order's other rows".into()
+            };
         }
     }
 }
@@ -52,6 +110,9 @@ struct JsonFile<'a> {
     file_problems: &'a [Problem],
     invalid: &'a [Invalid],
     row_problems: &'a [Problem],
+    filtered_orders: usize,
+    filtered_rows: u64,
+    filtered: &'a [Filtered],
     notes: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     conversions: Option<&'a [Shown]>,
@@ -65,6 +126,7 @@ struct Totals {
     valid_conversions: u64,
     invalid_orders: usize,
     invalid_rows: u64,
+    filtered_orders: usize,
 }
 
 pub fn run(
@@ -112,6 +174,9 @@ pub fn run(
                 }
             }
             Ok(report) => {
+                for s in &mut shown {
+                    s.attribute(&report, config, &stages);
+                }
                 if !report.is_clean() {
                     outcome = outcome.and(Outcome::Problems);
                 }
@@ -119,6 +184,7 @@ pub fn run(
                 totals.valid_conversions += report.valid_conversions;
                 totals.invalid_orders += report.invalid.len();
                 totals.invalid_rows += report.invalid_rows();
+                totals.filtered_orders += report.filtered.len();
                 if json {
                     let file = JsonFile {
                         path: report.path.display().to_string(),
@@ -136,6 +202,9 @@ pub fn run(
                         file_problems: &report.file_problems,
                         invalid: &report.invalid,
                         row_problems: &report.stray_problems,
+                        filtered_orders: report.filtered.len(),
+                        filtered_rows: report.filtered_rows(),
+                        filtered: &report.filtered,
                         notes: &report.notes,
                         conversions: show.then_some(shown.as_slice()),
                     };
@@ -155,9 +224,14 @@ pub fn run(
         serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other)?;
         writeln!(out)?;
     } else {
+        let filtered = if totals.filtered_orders > 0 {
+            format!(", {} filtered", totals.filtered_orders)
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "checked {} file{}: {} rows, {} conversion{} valid, {} order{} invalid ({} rows); \
+            "checked {} file{}: {} rows, {} conversion{} valid, {} order{} invalid ({} rows){filtered}; \
              nothing was sent",
             totals.files,
             plural(totals.files as u64),
@@ -233,6 +307,12 @@ fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io:
             writeln!(out, "# warning: {}", location(path, w))?;
         }
         writeln!(out, "{}", s.body)?;
+        for p in &s.sources {
+            match p.line {
+                Some(l) => writeln!(out, "#   {} <- {}, line {l}", p.field, p.from)?,
+                None => writeln!(out, "#   {} <- {}", p.field, p.from)?,
+            }
+        }
     }
     let mut summary = format!(
         "{}: {} row{}, {} conversion{} valid",
@@ -249,6 +329,15 @@ fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io:
             plural(r.invalid.len() as u64),
             r.invalid_rows(),
             plural(r.invalid_rows())
+        ));
+    }
+    if !r.filtered.is_empty() {
+        summary.push_str(&format!(
+            ", {} order{} filtered ({} row{})",
+            r.filtered.len(),
+            plural(r.filtered.len() as u64),
+            r.filtered_rows(),
+            plural(r.filtered_rows())
         ));
     }
     let skipped = r.skipped.blank + r.skipped.repeated_headers;
@@ -285,6 +374,16 @@ fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io:
     }
     for p in &r.stray_problems {
         writeln!(out, "  invalid row: {}", location(path, p))?;
+    }
+    for f in &r.filtered {
+        writeln!(
+            out,
+            "  filtered OrderId {}, line{} {}: {}",
+            f.order_id,
+            plural(f.lines.len() as u64),
+            line_ranges(f.lines.iter().map(|l| l.line)),
+            f.reason.trim_start_matches("filtered: ")
+        )?;
     }
     for n in &r.notes {
         writeln!(out, "  note: {n}")?;

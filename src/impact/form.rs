@@ -32,7 +32,7 @@ pub fn encode(conversion: &Conversion) -> String {
         out.push('=');
         out.extend(utf8_percent_encode(value, VALUE));
     };
-    for (field, value) in conversion.fields() {
+    for (field, value) in conversion.fields().filter(|(f, _)| f.is_api()) {
         pair(field.name(), None, value);
     }
     for (i, item) in conversion.items().iter().enumerate() {
