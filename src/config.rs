@@ -96,7 +96,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub archive: ArchiveConfig,
     pub http: HttpConfig,
-    /// `[[filter]]`: replaces the preset's filters when given (`filter = []` turns them off).
+    /// `[[filter]]` tables replace the preset's filters; `[source] preset_filters = false`
+    /// (without `[[filter]]`) turns them off.
     pub filters: Option<Vec<FilterConfig>>,
 }
 
@@ -280,6 +281,7 @@ struct RawSource {
     watch_events: Option<bool>,
     decimal_separator: Option<String>,
     strip_currency_symbols: Option<bool>,
+    preset_filters: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -730,15 +732,17 @@ fn build(
             shutdown_grace_secs,
         },
         http: HttpConfig { listen },
-        filters: filter.map(|list| {
-            list.into_iter()
-                .map(|f| FilterConfig {
-                    column: f.column,
-                    skip: f.skip,
-                    when_present: f.when_present,
-                })
-                .collect()
-        }),
+        filters: filter
+            .or_else(|| (source.preset_filters == Some(false)).then(Vec::new))
+            .map(|list| {
+                list.into_iter()
+                    .map(|f| FilterConfig {
+                        column: f.column,
+                        skip: f.skip,
+                        when_present: f.when_present,
+                    })
+                    .collect()
+            }),
         archive: ArchiveConfig {
             dir: archive.dir.unwrap_or_else(|| "processed".into()),
         },

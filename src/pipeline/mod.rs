@@ -99,14 +99,20 @@ fn lines_only<S: serde::Serializer>(lines: &[LineRef], s: S) -> Result<S::Ok, S:
     s.collect_seq(lines.iter().map(|l| l.line))
 }
 
-/// The reason a filter skips this order, if one does.
+/// The reason a filter skips this order, if one does, naming the column the file used.
 pub fn filter_reason(
     order: &crate::model::FieldSet,
     filters: &[crate::profile::Filter],
+    sources: &[(crate::model::Field, String)],
 ) -> Option<String> {
     filters.iter().find_map(|f| {
         let value = order.get(f.slot)?;
-        let column = f.sources.first().map_or("", String::as_str);
+        let column = sources
+            .iter()
+            .find(|(slot, _)| *slot == f.slot)
+            .map(|(_, c)| c.as_str())
+            .or(f.sources.first().map(String::as_str))
+            .unwrap_or("");
         if f.when_present {
             return Some(format!("filtered: {column} is set (\"{value}\")"));
         }
@@ -242,10 +248,11 @@ pub fn process_file(
     // Orders are complete only now; each is validated and handed on, then freed.
     let rules = &stages.rules;
     let filters = &stages.profile.filters;
+    let sources = &report.sources;
     let (mut valid_conversions, mut valid_rows, mut invalid) = (0u64, 0u64, Vec::new());
     let mut filtered = Vec::new();
     let strays = grouper.finish_each(|draft| {
-        if let Some(reason) = filter_reason(&draft.order, filters) {
+        if let Some(reason) = filter_reason(&draft.order, filters, sources) {
             filtered.push(Filtered {
                 order_id: draft.order_id,
                 lines: draft.lines,

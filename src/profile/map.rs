@@ -112,11 +112,10 @@ impl CsvMapper {
         }
     }
 
-    /// The column each API field comes from in this file (for `check --show`).
+    /// The column each field (and filter slot) comes from in this file.
     pub fn sources(&self) -> Vec<(Field, String)> {
         self.targets
             .iter()
-            .filter(|(_, f, _)| f.is_api())
             .map(|(i, f, _)| (*f, self.names[*i].clone()))
             .collect()
     }

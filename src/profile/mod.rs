@@ -94,6 +94,8 @@ struct Preset {
     /// `(columns, values to skip, skip when present)`.
     filters: &'static [(&'static [&'static str], &'static [&'static str], bool)],
     join: Option<(&'static str, &'static str)>,
+    /// The column rows of one order share, when OrderId may come from a first-row-only one.
+    group_by: Option<&'static str>,
     apostrophe_columns: &'static [&'static str],
     needs_timezone: bool,
 }
@@ -123,6 +125,9 @@ const SHOPIFY_CSV: Preset = Preset {
     child_rules: &[],
     filters: &[(&["Financial Status"], &["voided", "refunded"], false)],
     join: None,
+    // `Id` is on an order's first row only; `Name` is on every row, so rows group by Name
+    // even when OrderId is mapped to Id.
+    group_by: Some("Name"),
     apostrophe_columns: &["Billing Zip"],
     needs_timezone: false,
 };
@@ -152,6 +157,7 @@ const SHOPIFY_JSONL: Preset = Preset {
         (&["test"], &["true"], false),
     ],
     join: Some(("id", "__parentId")),
+    group_by: None,
     apostrophe_columns: &[],
     needs_timezone: false,
 };
@@ -187,6 +193,7 @@ const WOOCOMMERCE: Preset = Preset {
         false,
     )],
     join: None,
+    group_by: None,
     apostrophe_columns: &["Billing Postcode"],
     needs_timezone: true,
 };
@@ -266,6 +273,9 @@ impl Profile {
         };
         p.rules = preset.rules.iter().map(rule).collect();
         p.child_rules = preset.child_rules.iter().map(rule).collect();
+        if let Some(column) = preset.group_by {
+            p.rules.push(ColumnRule::new(column, Field::GROUP_KEY));
+        }
         p.join = preset.join.map(|(id, parent)| Join {
             id_key: id.into(),
             parent_key: parent.into(),
