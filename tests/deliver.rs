@@ -126,6 +126,57 @@ fn the_seed_example_arrives_with_the_golden_body() {
 }
 
 #[test]
+fn status_lists_invalid_and_filtered_rows_with_their_reasons() {
+    let env = Env::new("");
+    std::fs::copy(
+        samples().join("bad-rows.csv"),
+        env.path("drop/bad-rows.csv"),
+    )
+    .unwrap();
+    assert_eq!(env.run(&["run"]).code, 1);
+    let r = env.run(&["status"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("drop/bad-rows.csv:3: invalid: line 3, ItemPrice: \"-5.00\" is negative"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("drop/bad-rows.csv:6: invalid: line 6, OrderId: is empty"),
+        "{}",
+        r.stdout
+    );
+    let st = status_json(&env);
+    assert_eq!(st["not_sent"].as_array().unwrap().len(), 8);
+
+    // A Shopify export with a refunded order: filtered, listed with its reason.
+    let shop = Env::new("");
+    let config = shop.path("impact-drop.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[source]\n", "[source]\nformat = \"shopify-csv\"\n");
+    std::fs::write(&config, text).unwrap();
+    std::fs::copy(
+        samples().join("shopify/orders_export.csv"),
+        shop.path("drop/orders_export.csv"),
+    )
+    .unwrap();
+    let r = shop.run(&["run"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("1 rows filtered"), "{}", r.stdout);
+    let r = shop.run(&["status"]);
+    assert!(
+        r.stdout
+            .contains("orders_export.csv:5: filtered: Financial Status is \"refunded\""),
+        "{}",
+        r.stdout
+    );
+    assert_every_row_accounted(&shop);
+}
+
+#[test]
 fn a_file_is_sent_once_and_copies_of_it_never() {
     let env = Env::new("");
     env.drop_file("orders.csv", &orders(1, 200, 2));

@@ -382,7 +382,7 @@ fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io:
             f.order_id,
             plural(f.lines.len() as u64),
             line_ranges(f.lines.iter().map(|l| l.line)),
-            f.reason.trim_start_matches("filtered: ")
+            f.reason
         )?;
     }
     for n in &r.notes {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{CommandError, Outcome};
 use crate::config::Config;
-use crate::ledger::{FileStats, Ledger, RecentError};
+use crate::ledger::{FileStats, Ledger, NotSent, RecentError};
 
 #[derive(Serialize)]
 struct Status {
@@ -16,6 +16,8 @@ struct Status {
     conversions: Vec<(String, u64)>,
     oldest_pending: Option<String>,
     recent_errors: Vec<RecentError>,
+    /// Rows not sent for a reason of their own (invalid, filtered, …), latest files first.
+    not_sent: Vec<NotSent>,
     per_file: Vec<FileStats>,
 }
 
@@ -33,6 +35,7 @@ pub fn run(
         conversions: ledger.counts_by_state("conversions")?,
         oldest_pending: ledger.oldest_pending()?,
         recent_errors: ledger.recent_errors(10)?,
+        not_sent: ledger.not_sent(50)?,
         per_file: ledger.file_stats(None, limit)?,
     };
     if json {
@@ -71,6 +74,19 @@ pub fn run(
                 e.order_id,
                 e.state,
                 e.error.replace('\n', "; ")
+            )?;
+        }
+    }
+    if !status.not_sent.is_empty() {
+        writeln!(out, "rows not sent (latest files first, at most 50):")?;
+        for n in &status.not_sent {
+            writeln!(
+                out,
+                "  {}:{}: {}: {}",
+                n.file,
+                n.line,
+                n.outcome.replace('_', " "),
+                n.reason
             )?;
         }
     }

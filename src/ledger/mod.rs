@@ -826,6 +826,15 @@ impl FileStats {
     }
 }
 
+/// A row that was not sent, with why: invalid, filtered, changed after it was sent.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NotSent {
+    pub file: String,
+    pub line: u64,
+    pub outcome: String,
+    pub reason: String,
+}
+
 /// A recent error, for `status`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RecentError {
@@ -1001,6 +1010,32 @@ impl Ledger {
             .map_err(sql(&self.path, "list recent errors"))?;
         rows.collect::<std::result::Result<_, _>>()
             .map_err(sql(&self.path, "list recent errors"))
+    }
+
+    /// The latest rows that were not sent for a reason of their own (invalid, filtered,
+    /// changed after sent, rejected before), newest files first.
+    pub fn not_sent(&self, limit: usize) -> Result<Vec<NotSent>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT f.path, l.line, l.outcome, COALESCE(l.reason, '') FROM lines l
+                 JOIN files f ON f.id = l.file_id
+                 WHERE l.outcome IN ('invalid', 'filtered', 'changed_after_sent', 'already_rejected')
+                 ORDER BY l.file_id DESC, l.line LIMIT ?1",
+            )
+            .map_err(sql(&self.path, "list rows not sent"))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(NotSent {
+                    file: r.get(0)?,
+                    line: r.get::<_, i64>(1)? as u64,
+                    outcome: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })
+            .map_err(sql(&self.path, "list rows not sent"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(sql(&self.path, "list rows not sent"))
     }
 
     /// Bytes on disk: the database and its write-ahead log.

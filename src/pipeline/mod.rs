@@ -114,12 +114,12 @@ pub fn filter_reason(
             .or(f.sources.first().map(String::as_str))
             .unwrap_or("");
         if f.when_present {
-            return Some(format!("filtered: {column} is set (\"{value}\")"));
+            return Some(format!("{column} is set (\"{value}\")"));
         }
         f.skip
             .iter()
             .any(|s| s.eq_ignore_ascii_case(value))
-            .then(|| format!("filtered: {column} is \"{value}\""))
+            .then(|| format!("{column} is \"{value}\""))
     })
 }
 
