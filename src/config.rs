@@ -80,6 +80,8 @@ pub struct FilterConfig {
     pub column: String,
     pub skip: Vec<String>,
     pub when_present: bool,
+    /// `level = "row"`: skip single rows instead of whole orders.
+    pub rows: bool,
 }
 
 /// The validated configuration.
@@ -249,6 +251,7 @@ struct RawFilter {
     skip: Vec<String>,
     #[serde(default)]
     when_present: bool,
+    level: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -599,6 +602,15 @@ fn build(
                 crate::model::MAX_FILTERS
             ));
         }
+        if let Some(f) = list
+            .iter()
+            .find(|f| !matches!(f.level.as_deref(), None | Some("order") | Some("row")))
+        {
+            return Err(format!(
+                "[[filter]] on column \"{}\": level must be \"order\" (default) or \"row\"",
+                f.column
+            ));
+        }
         if let Some(f) = list.iter().find(|f| f.skip.is_empty() && !f.when_present) {
             return Err(format!(
                 "[[filter]] on column \"{}\" needs skip = [\"value\", …] or when_present = true",
@@ -737,6 +749,7 @@ fn build(
             .map(|list| {
                 list.into_iter()
                     .map(|f| FilterConfig {
+                        rows: f.level.as_deref() == Some("row"),
                         column: f.column,
                         skip: f.skip,
                         when_present: f.when_present,
@@ -900,10 +913,11 @@ impl Config {
             let skip: Vec<_> = f.skip.iter().map(|v| q(v)).collect();
             let _ = writeln!(
                 out,
-                "\n[[filter]]\ncolumn = {}\nskip = [{}]\nwhen_present = {}",
+                "\n[[filter]]\ncolumn = {}\nskip = [{}]\nwhen_present = {}\nlevel = {}",
                 q(&f.column),
                 skip.join(", "),
-                f.when_present
+                f.when_present,
+                q(if f.rows { "row" } else { "order" })
             );
         }
         if let Some(l) = self.http.listen {

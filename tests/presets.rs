@@ -454,3 +454,31 @@ fn show_says_where_each_field_came_from() {
         );
     }
 }
+
+#[test]
+fn row_filters_skip_single_rows_and_list_them() {
+    let text = "OrderId,EventDate,ItemSku,ItemQuantity,ItemPrice\n\
+                R-1,2025-01-01T10:00:00Z,MUG,1,10.00\n\
+                R-1,2025-01-01T10:00:00Z,GIFTCARD,1,50.00\n\
+                R-2,2025-01-01T11:00:00Z,TEA,2,4.00\n";
+    let r = check_preset(
+        "impact",
+        "[[filter]]\ncolumn = \"ItemSku\"\nskip = [\"giftcard\"]\nlevel = \"row\"",
+        "orders.csv",
+        text.as_bytes(),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        bodies(&r.stdout),
+        vec![
+            format!("{D}&OrderId=R-1&EventDate=2025-01-01T10:00:00%2B00:00&CurrencyCode=USD&ItemSku1=MUG&ItemQuantity1=1&ItemPrice1=10.00"),
+            format!("{D}&OrderId=R-2&EventDate=2025-01-01T11:00:00%2B00:00&CurrencyCode=USD&ItemSku1=TEA&ItemQuantity1=2&ItemPrice1=4.00"),
+        ]
+    );
+    assert!(
+        r.stdout
+            .contains("filtered OrderId R-1, line 3: row skipped: ItemSku is \"GIFTCARD\""),
+        "{}",
+        r.stdout
+    );
+}

@@ -99,13 +99,15 @@ fn lines_only<S: serde::Serializer>(lines: &[LineRef], s: S) -> Result<S::Ok, S:
     s.collect_seq(lines.iter().map(|l| l.line))
 }
 
-/// The reason a filter skips this order, if one does, naming the column the file used.
+/// The reason a filter skips this order (or, with `rows`, this row), if one does, naming the
+/// column the file used.
 pub fn filter_reason(
     order: &crate::model::FieldSet,
     filters: &[crate::profile::Filter],
     sources: &[(crate::model::Field, String)],
+    rows: bool,
 ) -> Option<String> {
-    filters.iter().find_map(|f| {
+    filters.iter().filter(|f| f.rows == rows).find_map(|f| {
         let value = order.get(f.slot)?;
         let column = sources
             .iter()
@@ -202,7 +204,10 @@ pub fn process_file(
                 last_line = line;
                 report.rows += 1;
                 if !refuse {
-                    grouper.push(mapper.map(line, hash, record));
+                    let row = mapper.map(line, hash, record);
+                    if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
+                        grouper.push(row);
+                    }
                 }
             }
             report.skipped = reader.skipped;
@@ -227,7 +232,12 @@ pub fn process_file(
                 last_line = line;
                 report.rows += 1;
                 match parsed {
-                    Ok(obj) => grouper.push(mapper.map(line, hash, &obj)),
+                    Ok(obj) => {
+                        let row = mapper.map(line, hash, &obj);
+                        if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
+                            grouper.push(row);
+                        }
+                    }
                     Err(message) => {
                         report.stray_lines.push(LineRef { line, hash });
                         report
@@ -252,7 +262,7 @@ pub fn process_file(
     let (mut valid_conversions, mut valid_rows, mut invalid) = (0u64, 0u64, Vec::new());
     let mut filtered = Vec::new();
     let strays = grouper.finish_each(|draft| {
-        if let Some(reason) = filter_reason(&draft.order, filters, sources) {
+        if let Some(reason) = filter_reason(&draft.order, filters, sources, false) {
             filtered.push(Filtered {
                 order_id: draft.order_id,
                 lines: draft.lines,
@@ -269,7 +279,7 @@ pub fn process_file(
             Err(inv) => invalid.push(*inv),
         }
     });
-    report.filtered = filtered;
+    report.filtered.extend(filtered);
     report.valid_conversions = valid_conversions;
     report.valid_rows = valid_rows;
     report.invalid = invalid;
@@ -277,6 +287,31 @@ pub fn process_file(
     report.stray_problems.extend(strays.problems);
     report.stray_problems.sort_by_key(|p| p.line);
     Ok(report)
+}
+
+/// Applies row-level filters: a matching row is recorded as filtered and not grouped.
+fn skip_row(
+    row: &crate::model::Row,
+    stages: &Stages,
+    sources: &[(crate::model::Field, String)],
+    filtered: &mut Vec<Filtered>,
+) -> bool {
+    let Some(reason) = filter_reason(&row.order, &stages.profile.filters, sources, true) else {
+        return false;
+    };
+    filtered.push(Filtered {
+        order_id: row
+            .order
+            .get(crate::model::Field::ORDER_ID)
+            .unwrap_or("")
+            .to_owned(),
+        lines: vec![LineRef {
+            line: row.line,
+            hash: row.hash,
+        }],
+        reason: format!("row skipped: {reason}"),
+    });
+    true
 }
 
 /// Required fields no column gives and no default or constant supplies: every row would fail

@@ -54,6 +54,8 @@ pub struct Filter {
     pub skip: Vec<String>,
     /// Skip the order whenever the column has any value (e.g. `cancelledAt`).
     pub when_present: bool,
+    /// Skip single rows (a gift-card line) instead of whole orders.
+    pub rows: bool,
     /// The internal slot carrying the value through grouping.
     pub slot: Field,
 }
@@ -288,6 +290,7 @@ impl Profile {
                 sources: sources.iter().map(|s| s.to_string()).collect(),
                 skip: skip.iter().map(|s| s.to_string()).collect(),
                 when_present: *when_present,
+                rows: false,
                 slot: Field::filter(i),
             })
             .collect();
@@ -332,6 +335,7 @@ impl Profile {
                 sources: vec![f.column.clone()],
                 skip: f.skip.clone(),
                 when_present: f.when_present,
+                rows: f.rows,
                 slot: Field::filter(i),
             })
             .collect();
