@@ -785,6 +785,66 @@ fn check_date_format(f: &str) -> Result<(), String> {
 }
 
 impl Config {
+    /// Warnings about files that hold secrets or order data being readable by others: the
+    /// token file should be readable by its owner only, the config not by everyone.
+    pub fn permission_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| {
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| m.permissions().mode() & 0o777)
+            };
+            if let Some(p) = &self.impact.auth_token_file {
+                if let Some(m) = mode(p).filter(|m| m & 0o077 != 0) {
+                    out.push(format!(
+                        "the token file {} has mode {m:o}: others can read the token; run `chmod 600 {}`",
+                        p.display(),
+                        p.display()
+                    ));
+                }
+            }
+            if let Some(p) = &self.file {
+                if let Some(m) = mode(p).filter(|m| m & 0o004 != 0) {
+                    out.push(format!(
+                        "the config file {} has mode {m:o}: every user can read it; run `chmod o-r {}`",
+                        p.display(),
+                        p.display()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Plain `http://` is allowed only for a sandbox on this machine: conversions and the token
+    /// would otherwise cross the network unencrypted. Returns a warning for loopback http.
+    pub fn check_transport(&self) -> Result<Option<String>, String> {
+        let url = &self.impact.base_url;
+        if !url.starts_with("http://") {
+            return Ok(None);
+        }
+        let host = url
+            .trim_start_matches("http://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("");
+        if matches!(host, "localhost" | "[::1]") || host.starts_with("127.") {
+            Ok(Some(format!(
+                "[impact] base_url = \"{url}\" is plain http on this machine (a sandbox); real \
+                 conversions go to https://api.impact.com"
+            )))
+        } else {
+            Err(format!(
+                "[impact] base_url = \"{url}\" is plain http: conversions and the token would \
+                 cross the network unencrypted; use https:// (plain http is allowed only for a \
+                 sandbox on 127.0.0.1 or localhost)"
+            ))
+        }
+    }
+
     /// The effective configuration as TOML, for `impact-drop config`. The token is shown only
     /// as where it comes from.
     pub fn dump(&self) -> String {

@@ -21,6 +21,7 @@ pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod fuzzing;
 pub mod group;
 pub mod http;
 pub mod impact;

@@ -74,13 +74,13 @@ pub async fn deliver(
 ) -> Result<Outcome, CommandError> {
     let sid = config.impact.require_account_sid()?.to_owned();
     let token = config.impact.auth_token()?;
-    if config.impact.base_url.starts_with("http://") && !is_loopback(&config.impact.base_url) {
-        return Err(CommandError::Message(format!(
-            "[impact] base_url = \"{}\" is plain http: conversions and the token would cross \
-             the network unencrypted; use https:// (plain http is allowed only for a sandbox on \
-             127.0.0.1 or localhost)",
-            config.impact.base_url
-        )));
+    match config.check_transport() {
+        Err(e) => return Err(CommandError::Message(e)),
+        Ok(Some(w)) => tracing::warn!("{w}"),
+        Ok(None) => {}
+    }
+    for w in config.permission_warnings() {
+        tracing::warn!("{w}");
     }
     let ledger = Ledger::open(&config.ledger.path)?;
     let ledger = Arc::new(Mutex::new(ledger));
@@ -334,15 +334,6 @@ fn lines_text(lines: &[crate::model::LineRef]) -> String {
         if lines.len() == 1 { "" } else { "s" },
         super::check::line_ranges(lines.iter().map(|l| l.line))
     )
-}
-
-fn is_loopback(url: &str) -> bool {
-    let host = url
-        .trim_start_matches("http://")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or("");
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]") || host.starts_with("127.")
 }
 
 fn summary_line(command: &str, s: &Summary, pending: u64) -> String {

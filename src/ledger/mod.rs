@@ -42,6 +42,11 @@ pub enum LedgerError {
          would then not be known as sent)"
     )]
     Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "the disk under the ledger {path} is full: nothing more is sent and nothing was marked; \
+         free space and run again (what was not recorded is sent then)"
+    )]
+    DiskFull { path: PathBuf },
     #[error("the ledger {path} does not exist yet: nothing has been processed with it")]
     Missing { path: PathBuf },
     #[error("ledger {path}: {context}: {source}")]
@@ -463,17 +468,37 @@ impl Ledger {
     /// are stored. Nothing is POSTed before this commits.
     pub fn record_plan(
         &mut self,
-        file_id: i64,
+        file: &PlanFile,
         conversions: &[NewConversion],
         lines: &[NewLine],
         counts: &FileCounts,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<(i64, Vec<i64>)> {
         let path = self.path.clone();
         let now = now_text();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql(&path, "begin"))?;
+        // The file's record and its plan commit together: a file is either fully planned in
+        // the ledger or not there at all (a failed commit, e.g. a full disk, leaves nothing
+        // that a later run could mistake for a planned file).
+        let file_id = match file {
+            PlanFile::Existing(id) => *id,
+            PlanFile::New {
+                content_hash,
+                path: shown,
+                size,
+                mtime,
+            } => {
+                tx.execute(
+                    "INSERT INTO files (content_hash, path, size, mtime, state, first_seen)
+                     VALUES (?1, ?2, ?3, ?4, 'processing', ?5)",
+                    params![content_hash, shown, *size as i64, mtime, now],
+                )
+                .map_err(sql(&path, "record a file"))?;
+                tx.last_insert_rowid()
+            }
+        };
         let mut ids = Vec::with_capacity(conversions.len());
         {
             let mut insert = tx
@@ -550,7 +575,7 @@ impl Ledger {
             .map_err(sql(&path, "record file counts"))?;
         }
         tx.commit().map_err(sql(&path, "commit a file's plan"))?;
-        Ok(ids)
+        Ok((file_id, ids))
     }
 
     /// Pending conversions due now, oldest first, not counting those in `exclude`.
@@ -1050,6 +1075,18 @@ impl Ledger {
     }
 }
 
+/// The file a plan belongs to: known already (a replay), or recorded with the plan.
+#[derive(Clone, Debug)]
+pub enum PlanFile {
+    Existing(i64),
+    New {
+        content_hash: String,
+        path: String,
+        size: u64,
+        mtime: Option<String>,
+    },
+}
+
 /// Per-file counts stored with the plan.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FileCounts {
@@ -1069,10 +1106,17 @@ fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
 }
 
 fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError + 'a {
-    move |source| LedgerError::Sqlite {
-        path: path.to_owned(),
-        context,
-        source,
+    move |source| {
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return LedgerError::DiskFull {
+                path: path.to_owned(),
+            };
+        }
+        LedgerError::Sqlite {
+            path: path.to_owned(),
+            context,
+            source,
+        }
     }
 }
 
@@ -1129,8 +1173,61 @@ mod tests {
             conversion: Some(ConvRef::Planned(0)),
             reason: None,
         }];
-        l.record_plan(file, &[conv], &lines, &FileCounts::default())
-            .unwrap()[0]
+        l.record_plan(
+            &PlanFile::Existing(file),
+            &[conv],
+            &lines,
+            &FileCounts::default(),
+        )
+        .unwrap()
+        .1[0]
+    }
+
+    #[test]
+    fn a_failed_plan_leaves_no_file_behind() {
+        let mut l = Ledger::in_memory().unwrap();
+        let file = PlanFile::New {
+            content_hash: "h".into(),
+            path: "a.csv".into(),
+            size: 1,
+            mtime: None,
+        };
+        // A conversion whose key is given twice violates UNIQUE: the transaction fails whole.
+        let conv = NewConversion {
+            key: key("A"),
+            body: "x".into(),
+            payload_hash: "p".into(),
+            existing: None,
+        };
+        assert!(l
+            .record_plan(&file, &[conv.clone(), conv], &[], &FileCounts::default())
+            .is_err());
+        assert!(
+            l.file_by_hash("h").unwrap().is_none(),
+            "no half-recorded file"
+        );
+        let (id, ids) = l
+            .record_plan(
+                &file,
+                &[NewConversion {
+                    key: key("B"),
+                    ..key_conv()
+                }],
+                &[],
+                &FileCounts::default(),
+            )
+            .unwrap();
+        assert_eq!(l.file_by_hash("h").unwrap().map(|f| f.id), Some(id));
+        assert_eq!(ids.len(), 1);
+    }
+
+    fn key_conv() -> NewConversion {
+        NewConversion {
+            key: key("Z"),
+            body: "b".into(),
+            payload_hash: "p".into(),
+            existing: None,
+        }
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub enum DaemonError {
 /// Runs until `shutdown` fires; returns after the grace period at the latest.
 pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let sid = config.impact.require_account_sid()?.to_owned();
+    match config.check_transport() {
+        Err(e) => return Err(DaemonError::Setup(e)),
+        Ok(Some(w)) => tracing::warn!("{w}"),
+        Ok(None) => {}
+    }
+    for w in config.permission_warnings() {
+        tracing::warn!("{w}");
+    }
     let opts = WatchOptions::from_config(&config);
     if !opts.dir.is_dir() {
         return Err(DaemonError::Setup(format!(

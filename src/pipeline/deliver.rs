@@ -8,7 +8,7 @@ use super::{process_file, FileReport, Stages};
 use crate::archive::{content_hash, dated_dir, move_into, mtime_text, write_rejects};
 use crate::config::Config;
 use crate::impact::form;
-use crate::ledger::{ConvState, FileCounts, FileRecord, LedgerError};
+use crate::ledger::{ConvState, FileCounts, FileRecord, LedgerError, PlanFile};
 use crate::model::{LineHash, LineRef, Problem};
 use crate::plan::{self, Changed, Mode};
 use crate::read::ReadError;
@@ -104,7 +104,7 @@ impl Deliverer {
         let (hash, size) = content_hash(path).map_err(io)?;
         let shown = path.display().to_string();
         let found = lock(&self.ledger)?.file_by_hash(&hash)?;
-        let file_id = match (found, mode) {
+        let file = match (found, mode) {
             (Some(f), Mode::Normal) if f.state == "processing" && f.path == shown => {
                 return Ok(Intake::Resumed { file_id: f.id });
             }
@@ -113,11 +113,13 @@ impl Deliverer {
                 tracing::info!(file = %shown, duplicate_of = f.id, "same content as {}: nothing sent", f.path);
                 return Ok(Intake::Duplicate { file_id, of: f });
             }
-            (Some(f), Mode::Replay { .. }) => f.id,
-            (None, _) => {
-                let mtime = mtime_text(path);
-                lock(&self.ledger)?.insert_file(&hash, &shown, size, mtime.as_deref())?
-            }
+            (Some(f), Mode::Replay { .. }) => PlanFile::Existing(f.id),
+            (None, _) => PlanFile::New {
+                content_hash: hash.clone(),
+                path: shown.clone(),
+                size,
+                mtime: mtime_text(path),
+            },
         };
         let mut conversions = Vec::new();
         let report = process_file(&self.stages, path, &mut |c| {
@@ -164,7 +166,7 @@ impl Deliverer {
             skipped_lines: report.skipped.blank + report.skipped.repeated_headers,
             invalid_orders: report.invalid.len() as u64,
         };
-        ledger.record_plan(file_id, &p.send, &p.lines, &counts)?;
+        let (file_id, _) = ledger.record_plan(&file, &p.send, &p.lines, &counts)?;
         if let Mode::Replay { resend_accepted } = mode {
             ledger.record_replay(run_id, file_id, resend_accepted, p.send.len() as u64)?;
         }

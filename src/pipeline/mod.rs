@@ -160,6 +160,25 @@ pub fn process_file(
         Some(k) => k,
         None => sniff_kind(&mut input).map_err(io_err(1))?,
     };
+    process_reader(stages, path, kind, input, on_valid)
+}
+
+/// The same as [`process_file`] for bytes already opened and decoded (fuzzing, tests).
+pub fn process_reader(
+    stages: &Stages,
+    path: &Path,
+    kind: FileKind,
+    input: Box<dyn BufRead + Send>,
+    on_valid: &mut dyn FnMut(Conversion),
+) -> Result<FileReport, ReadError> {
+    let io_err = |line: u64| {
+        let path = path.to_owned();
+        move |e: std::io::Error| ReadError::Io {
+            path,
+            line,
+            source: e,
+        }
+    };
     let mut report = FileReport {
         path: path.to_owned(),
         kind: Some(kind),

@@ -1,0 +1,238 @@
+//! Hostile conditions through the real binary: misbehaving servers, a hostile drop folder, a
+//! full disk under the ledger, secrets at every log level. Each asserts a clear outcome, that
+//! the tool neither hangs nor crashes, and that no order is lost.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use impact_drop::impact::sandbox::Faults;
+
+const SID: &str = "IRHOSTILE00000000000000000001";
+const TOKEN: &str = "hostile-token-93e1";
+
+/// A server on 127.0.0.1 that answers every connection with `respond` (in its own thread).
+fn evil_server(respond: fn(&mut std::net::TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = [0u8; 8192];
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = s.read(&mut buf);
+                respond(&mut s);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn work(base_url: &str, extra: &str) -> tempfile::TempDir {
+    let dir = workspace(&format!(
+        "[source]\ndrop_dir = \"drop\"\n[impact]\nbase_url = \"{base_url}\"\naccount_sid = \"{SID}\"\n\
+         requests_per_hour = 0\ntimeout_secs = 1\nconnect_timeout_secs = 1\nretry_cap_secs = 1\n\
+         give_up_after_secs = 3\n{extra}\n[ledger]\npath = \"ledger.sqlite\"\n"
+    ));
+    std::fs::create_dir(dir.path().join("drop")).unwrap();
+    std::fs::write(dir.path().join("drop/orders.csv"), orders(1, 3, 1)).unwrap();
+    dir
+}
+
+fn run(dir: &Path, args: &[&str]) -> (Run, Duration) {
+    let start = Instant::now();
+    let r = run_in(dir, args, &[("IMPACT_AUTH_TOKEN", TOKEN)]);
+    (r, start.elapsed())
+}
+
+fn states(dir: &Path) -> Vec<String> {
+    ledger_states(&dir.join("ledger.sqlite"))
+        .into_values()
+        .collect()
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_and_leaves_orders_pending() {
+    let url = evil_server(|s| {
+        // Accept, read, and never answer (hold the connection).
+        std::thread::sleep(Duration::from_secs(30));
+        let _ = s.flush();
+    });
+    let dir = work(&url, "");
+    let (r, took) = run(dir.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        took < Duration::from_secs(20),
+        "bounded by the timeouts: {took:?}"
+    );
+    assert!(r.stdout.contains("3 conversions pending"), "{}", r.stdout);
+    assert!(r.stderr.contains("timed out"), "{}", r.stderr);
+    assert_eq!(states(dir.path()), vec!["pending"; 3]);
+}
+
+#[test]
+fn a_100_mb_answer_is_read_no_further_than_1_mib() {
+    let url = evil_server(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 104857600\r\n\r\n");
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..100 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let dir = work(&url, "");
+    let (r, took) = run(dir.path(), &["run"]);
+    // A 2xx is accepted whatever its body (never sent again); the body is cut at 1 MiB.
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(states(dir.path()), vec!["accepted"; 3]);
+}
+
+#[test]
+fn a_redirect_is_never_followed_and_stops_sending() {
+    let url = evil_server(|s| {
+        let _ = s.write_all(b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/steal\r\nContent-Length: 0\r\n\r\n");
+    });
+    let dir = work(&url, "");
+    let (r, _) = run(dir.path(), &["run"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("redirect to https://elsewhere.example/steal")
+            && r.stdout.contains("base_url"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(states(dir.path()), vec!["pending"; 3], "nothing marked");
+}
+
+#[test]
+fn garbage_bytes_are_retried_then_left_pending() {
+    let url = evil_server(|s| {
+        let _ = s.write_all(b"\x00\x01\x02 this is not HTTP \xff\xfe\r\n\r\n");
+    });
+    let dir = work(&url, "");
+    let (r, took) = run(dir.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(states(dir.path()), vec!["pending"; 3]);
+}
+
+#[test]
+fn plain_http_is_refused_except_on_this_machine() {
+    let dir = work("http://203.0.113.9", "");
+    let (r, _) = run(dir.path(), &["run"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("plain http") && r.stderr.contains("https://"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !dir.path().join("ledger.sqlite").exists(),
+        "refused before anything was recorded"
+    );
+}
+
+#[test]
+fn secrets_never_appear_at_trace_level_and_loose_permissions_are_warned() {
+    let (rt, sandbox) = sandbox(SID, TOKEN);
+    let dir = work(&sandbox.base_url(), "auth_token_file = \"token\"");
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("token"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let _guard = rt.enter();
+    // Every crate at trace level, HTTP client internals included.
+    let r = run_in(dir.path(), &["-vv", "run"], &[("RUST_LOG", "trace")]);
+    assert_eq!(
+        r.code,
+        0,
+        "{}",
+        r.stderr.chars().rev().take(3000).collect::<String>()
+    );
+    assert!(
+        r.stderr
+            .contains("others can read the token; run `chmod 600"),
+        "permission warning missing"
+    );
+    for text in [&r.stdout, &r.stderr] {
+        assert!(!text.contains(TOKEN), "token in output");
+        // Basic auth header value (base64 of SID:token) must not appear either.
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{SID}:{TOKEN}"));
+        assert!(!text.contains(&basic), "Authorization header in output");
+    }
+    assert_eq!(sandbox.stats().accepted, 3);
+}
+
+#[test]
+fn a_full_disk_under_the_ledger_stops_sending_marks_nothing_and_recovers() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let (rt, sandbox) = sandbox(SID, TOKEN);
+    let dir = work(&sandbox.base_url(), "");
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let config = dir.path().join("impact-drop.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("path = \"ledger.sqlite\"", "path = \"small/ledger.sqlite\"");
+    std::fs::write(&config, text).unwrap();
+    // Many orders, and a filler leaving the ledger too little room for their plan.
+    std::fs::write(dir.path().join("drop/orders.csv"), orders(1, 3000, 2)).unwrap();
+    std::fs::write(small.join("filler"), vec![0u8; 7_900_000]).unwrap();
+    let _guard = rt.enter();
+    let r = run_in(dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("the disk under the ledger small/ledger.sqlite is full: nothing more is sent and nothing was marked"), "{all}");
+    assert_eq!(
+        sandbox.stats().requests,
+        0,
+        "nothing sent while the ledger cannot record it"
+    );
+
+    // Space returns: everything goes, once.
+    std::fs::remove_file(small.join("filler")).unwrap();
+    let r = run_in(dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(sandbox.stats().accepted, 3000);
+    assert!(sandbox.stats().duplicates.is_empty());
+    drop(Faults::default());
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
