@@ -134,6 +134,8 @@ pub struct SourceConfig {
     pub decimal_comma: bool,
     /// Read `$1,234.56` as `1234.56` (otherwise an error naming the cell).
     pub strip_currency_symbols: bool,
+    /// The largest export read (after decompression); larger files are refused clearly.
+    pub max_file_bytes: u64,
 }
 
 /// `[http]`: the optional health and metrics endpoint of `watch`.
@@ -156,8 +158,8 @@ pub struct ImpactConfig {
     pub requests_per_hour: u32,
     pub connect_timeout_secs: u64,
     pub timeout_secs: u64,
-    /// How long `run` and `send` keep retrying while impact is unavailable before leaving
-    /// the rest pending for the next run.
+    /// How long `run` and `send` keep retrying while impact answers no conversion before
+    /// leaving the rest pending for the next run (a healthy backlog is never cut off).
     pub give_up_after_secs: u64,
     /// The longest wait between retries of one conversion.
     pub retry_cap_secs: u64,
@@ -285,6 +287,7 @@ struct RawSource {
     decimal_separator: Option<String>,
     strip_currency_symbols: Option<bool>,
     preset_filters: Option<bool>,
+    max_file_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -728,6 +731,7 @@ fn build(
             watch_events: source.watch_events.unwrap_or(true),
             decimal_comma,
             strip_currency_symbols: source.strip_currency_symbols.unwrap_or(false),
+            max_file_bytes: source.max_file_bytes.unwrap_or(1 << 30),
         },
         impact: ImpactConfig {
             endpoint: impact.endpoint.unwrap_or(Endpoint::Partner),

@@ -5,8 +5,8 @@
 //! "in flight" from its POST until its outcome is committed: after a kill, at most those are
 //! sent again, and impact's OrderId dedup absorbs them. A 401/403 stops every new POST at
 //! once; in-flight answers are still recorded. Nothing is marked for the failed one. Retries
-//! wait with capped exponential backoff and jitter, or as impact's headers say. After
-//! `give_up_after` without getting everything through, the rest stays pending for next time.
+//! wait with capped exponential backoff and jitter, or as impact's headers say. When impact
+//! answers no conversion for `give_up_after`, the rest stays pending for next time.
 //! A ledger write failure stops sending.
 
 use std::collections::{HashSet, VecDeque};
@@ -90,7 +90,9 @@ pub async fn send_pending(
     progress: Arc<dyn Progress>,
     wake: Option<Arc<tokio::sync::Notify>>,
 ) -> Result<Summary, LedgerError> {
-    let deadline = opts.give_up_after.map(|d| Instant::now() + d);
+    // Giving up means "impact stayed unavailable": the clock restarts whenever impact
+    // answers a conversion (accepted or rejected), so a long healthy backlog is never cut off.
+    let mut deadline = opts.give_up_after.map(|d| Instant::now() + d);
     let mut summary = Summary::default();
     let mut claimed: HashSet<i64> = HashSet::new();
     let mut queue: VecDeque<Due> = VecDeque::new();
@@ -175,6 +177,7 @@ pub async fn send_pending(
                 warnings,
             } => {
                 summary.accepted += 1;
+                deadline = opts.give_up_after.map(|d| Instant::now() + d);
                 tracing::debug!(order_id = %d.order_id, file_id = d.file_id, "accepted");
                 for w in &warnings {
                     tracing::warn!(order_id = %d.order_id, file_id = d.file_id, "impact warning: {w}");
@@ -188,6 +191,7 @@ pub async fn send_pending(
             }
             Answer::Rejected { reasons } => {
                 summary.rejected += 1;
+                deadline = opts.give_up_after.map(|d| Instant::now() + d);
                 tracing::warn!(order_id = %d.order_id, file_id = d.file_id, "rejected by impact: {}", reasons.join("; "));
                 outcomes.push(Outcome::Rejected { id: d.id, reasons });
                 progress.answered(false);

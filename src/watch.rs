@@ -135,6 +135,10 @@ fn scan_dir(
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
+        // An empty file is often an upload about to start; it is not an export yet.
+        if meta.len() == 0 {
+            continue;
+        }
         let marked = match &opts.ready_marker {
             Some(m) => marker_path(&path, m).exists(),
             None => true,

@@ -236,3 +236,124 @@ fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+#[test]
+fn a_hostile_drop_folder_names_links_fifos_and_empty_files() {
+    let (rt, sandbox) = sandbox(SID, TOKEN);
+    let dir = work(&sandbox.base_url(), "");
+    let drop_dir = dir.path().join("drop");
+    std::fs::remove_file(drop_dir.join("orders.csv")).unwrap();
+    std::fs::write(drop_dir.join("orders_export (1).csv"), orders(1, 2, 1)).unwrap();
+    std::fs::write(drop_dir.join("Bestellungen ü €.csv"), orders(3, 2, 1)).unwrap();
+    std::fs::write(drop_dir.join("new\nline.csv"), orders(5, 2, 1)).unwrap();
+    // A link to a file outside the folder is never followed.
+    std::fs::write(dir.path().join("secret.csv"), orders(100, 2, 1)).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.csv"), drop_dir.join("outside.csv"))
+        .unwrap();
+    // A FIFO would block a reader forever; an empty file is not an export yet; a folder named
+    // like an export is a folder.
+    assert!(std::process::Command::new("mkfifo")
+        .arg(drop_dir.join("pipe.csv"))
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(drop_dir.join("empty.csv"), "").unwrap();
+    std::fs::create_dir(drop_dir.join("folder.csv")).unwrap();
+    let _guard = rt.enter();
+    let start = Instant::now();
+    let r = run_in(dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)]);
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "no hang on the FIFO"
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let sent: std::collections::BTreeSet<String> =
+        sandbox.received().into_iter().map(|r| r.order_id).collect();
+    assert_eq!(
+        sent.into_iter().collect::<Vec<_>>(),
+        vec!["O-1", "O-2", "O-3", "O-4", "O-5", "O-6"]
+    );
+    assert!(
+        drop_dir.join("outside.csv").exists()
+            && drop_dir.join("pipe.csv").exists()
+            && drop_dir.join("empty.csv").exists()
+    );
+    assert!(std::fs::read_dir(drop_dir.join("processed"))
+        .unwrap()
+        .flatten()
+        .next()
+        .is_some());
+}
+
+/// Runs impact-drop under /usr/bin/time; returns the run and its peak RSS in KiB.
+fn run_measured(dir: &Path, args: &[&str]) -> (Run, u64) {
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "PEAK_RSS_KB=%M"])
+        .arg(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("IMPACT_AUTH_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("/usr/bin/time");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rss = stderr
+        .split("PEAK_RSS_KB=")
+        .nth(1)
+        .and_then(|s| {
+            s.trim()
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(u64::MAX);
+    (
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        },
+        rss,
+    )
+}
+
+#[test]
+fn a_2_gb_file_and_a_gzip_bomb_are_refused_in_bounded_memory() {
+    let (rt, sandbox) = sandbox(SID, TOKEN);
+    let dir = work(&sandbox.base_url(), "");
+    let drop_dir = dir.path().join("drop");
+    // 2 GB, sparse: instant to make, refused by size before any read.
+    let huge = std::fs::File::create(drop_dir.join("huge.csv")).unwrap();
+    huge.set_len(2 << 30).unwrap();
+    drop(huge);
+    // 64 MiB of one endless line, compressed to a few kilobytes.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(b"OrderId,EventDate\n\"").unwrap();
+    let zeros = vec![b'A'; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    std::fs::write(drop_dir.join("bomb.csv.gz"), gz.finish().unwrap()).unwrap();
+    let config = dir.path().join("impact-drop.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[source]\n", "[source]\nmax_file_bytes = 33554432\n");
+    std::fs::write(&config, text).unwrap();
+    let _guard = rt.enter();
+    let (r, peak_kib) = run_measured(dir.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("huge.csv")
+            && r.stdout
+                .contains("larger than [source] max_file_bytes (32 MiB)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("bomb.csv.gz") && r.stdout.contains("once decompressed"),
+        "{}",
+        r.stdout
+    );
+    assert!(peak_kib < 150 * 1024, "peak RSS {} MiB", peak_kib / 1024);
+    assert_eq!(sandbox.stats().accepted, 3, "the good file still goes");
+}

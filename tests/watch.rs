@@ -440,3 +440,32 @@ fn a_file_appended_to_while_its_orders_are_pending_is_read_again_for_the_new_ord
         "the whole grown file is what was archived"
     );
 }
+
+#[test]
+fn a_hundred_thousand_empty_files_do_not_stop_the_daemon() {
+    let d = Daemon::start("settle_secs = 0.2\nrescan_secs = 2", "", TOKEN);
+    for i in 0..100_000 {
+        std::fs::File::create(d.path(&format!("drop/empty-{i:06}.csv"))).unwrap();
+    }
+    std::fs::write(d.path("drop/real.csv"), orders(1, 3, 1)).unwrap();
+    d.wait_for("the real export accepted", Duration::from_secs(120), |d| {
+        d.accepted().len() == 3
+    });
+    let pid = d.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 100 * 1024, "RSS {} MiB", rss_kib / 1024);
+    assert_eq!(
+        d.files_in_ledger(),
+        vec!["drop/real.csv".to_string()],
+        "empty files are not exports"
+    );
+    assert!(
+        d.log().lines().all(|l| !l.contains("empty-")),
+        "and make no noise"
+    );
+}

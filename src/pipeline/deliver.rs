@@ -126,6 +126,18 @@ impl Deliverer {
             let body = form::encode(&c);
             conversions.push((c, body));
         })?;
+        // The content must still be what was hashed: a file rewritten or truncated while it
+        // was read is not planned (no order goes with part of its rows); it is read again
+        // once it settles.
+        let (after, _) = content_hash(path).map_err(io)?;
+        if after != hash {
+            return Err(DeliverError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other(
+                    "the file changed while it was read; nothing was recorded, it is read again once it settles",
+                ),
+            });
+        }
         let mut strays: BTreeMap<u64, (LineRef, Vec<Problem>)> = report
             .stray_lines
             .iter()

@@ -56,6 +56,7 @@ impl Stages {
             keying,
             decoding: Decoding {
                 encoding: config.source.encoding,
+                max_bytes: Some(config.source.max_file_bytes),
             },
             delimiter: config.source.delimiter,
         }

@@ -62,6 +62,9 @@ pub struct SkipCounts {
     pub repeated_headers: u64,
 }
 
+/// The longest single CSV record read.
+pub const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Sits under the CSV parser and notes where each line's content starts.
 ///
 /// The csv crate's own positions are unusable as line numbers: with CRLF endings and blank
@@ -70,6 +73,9 @@ pub struct SkipCounts {
 /// that of the first content start at or after the offset csv reports.
 struct LineTracker {
     inner: Box<dyn BufRead + Send>,
+    /// Where the current record started; a record longer than `MAX_RECORD_BYTES` fails the
+    /// read, so one endless line cannot take the memory.
+    record_start: u64,
     offset: u64,
     line: u64,
     at_line_start: bool,
@@ -80,6 +86,7 @@ impl LineTracker {
     fn new(inner: Box<dyn BufRead + Send>) -> LineTracker {
         LineTracker {
             inner,
+            record_start: 0,
             offset: 0,
             line: 1,
             at_line_start: true,
@@ -98,6 +105,17 @@ impl LineTracker {
 
 impl Read for LineTracker {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.offset.saturating_sub(self.record_start) > MAX_RECORD_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a record is longer than {} MiB (an unclosed quote, or not a CSV file): the \
+                     file cannot be read past line {}",
+                    MAX_RECORD_BYTES / (1024 * 1024),
+                    self.line_at(self.record_start)
+                ),
+            ));
+        }
         let n = self.inner.read(buf)?;
         for (i, &b) in buf[..n].iter().enumerate() {
             let eol = b == b'\n' || b == b'\r';
@@ -197,12 +215,17 @@ impl CsvReader {
     }
 
     fn read_record(&mut self) -> std::io::Result<bool> {
-        self.rdr
-            .read_byte_record(&mut self.record)
-            .map_err(|e| match e.into_kind() {
-                csv::ErrorKind::Io(io) => io,
-                other => std::io::Error::other(format!("{other:?}")),
-            })
+        let more =
+            self.rdr
+                .read_byte_record(&mut self.record)
+                .map_err(|e| match e.into_kind() {
+                    csv::ErrorKind::Io(io) => io,
+                    other => std::io::Error::other(format!("{other:?}")),
+                })?;
+        // The next record starts where the parser stands now.
+        let next = self.rdr.position().byte();
+        self.rdr.get_mut().record_start = next;
+        Ok(more)
     }
 
     fn line(&mut self) -> u64 {

@@ -50,6 +50,42 @@ pub enum ReadError {
 pub struct Decoding {
     /// `None`: UTF-8 (a BOM is skipped; invalid bytes are reported per line).
     pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// The most bytes read from one file (after decompression); `None` = no limit.
+    pub max_bytes: Option<u64>,
+}
+
+/// Fails the read once more than `limit` bytes came through (a gzip bomb, a runaway file).
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte more tells a file of exactly the limit from a larger one.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the file is larger than [source] max_file_bytes ({} MiB){}: split the \
+                         export into smaller files, or raise the limit",
+                        self.limit / (1024 * 1024),
+                        " once decompressed"
+                    ),
+                )),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -68,11 +104,39 @@ pub fn open(path: &Path, decoding: Decoding) -> Result<Box<dyn BufRead + Send>, 
         path: path.to_owned(),
         source: e,
     })?;
-    let raw: Box<dyn BufRead + Send> = if is_gzip(path) {
-        let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(64 * 1024, file));
-        Box::new(BufReader::with_capacity(256 * 1024, gz))
-    } else {
-        Box::new(BufReader::with_capacity(256 * 1024, file))
+    if let (Some(limit), Ok(meta)) = (decoding.max_bytes, file.metadata()) {
+        if meta.len() > limit {
+            return Err(ReadError::Io {
+                path: path.to_owned(),
+                line: 0,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the file is {} MiB, larger than [source] max_file_bytes ({} MiB): split \
+                         the export into smaller files, or raise the limit",
+                        meta.len() / (1024 * 1024),
+                        limit / (1024 * 1024)
+                    ),
+                ),
+            });
+        }
+    }
+    let raw: Box<dyn BufRead + Send> = match (is_gzip(path), decoding.max_bytes) {
+        (true, limit) => {
+            let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(64 * 1024, file));
+            match limit {
+                Some(limit) => Box::new(BufReader::with_capacity(
+                    256 * 1024,
+                    Capped {
+                        inner: gz,
+                        left: limit,
+                        limit,
+                    },
+                )),
+                None => Box::new(BufReader::with_capacity(256 * 1024, gz)),
+            }
+        }
+        (false, _) => Box::new(BufReader::with_capacity(256 * 1024, file)),
     };
     decode(raw, decoding).map_err(|e| ReadError::Io {
         path: path.to_owned(),
