@@ -250,6 +250,7 @@ mod tests {
     fn windows_1252_is_transcoded() {
         let d = Decoding {
             encoding: Some(encoding_rs::WINDOWS_1252),
+            max_bytes: None,
         };
         assert_eq!(decoded(b"caf\xE9 \x80\n", d), "café €\n".as_bytes());
         // A UTF-8 BOM wins over the configured encoding.
