@@ -300,12 +300,7 @@ fn run_measured(dir: &Path, args: &[&str]) -> (Run, u64) {
     let rss = stderr
         .split("PEAK_RSS_KB=")
         .nth(1)
-        .and_then(|s| {
-            s.trim()
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-        })
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(u64::MAX);
     (
         Run {
