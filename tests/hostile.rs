@@ -352,3 +352,63 @@ fn a_2_gb_file_and_a_gzip_bomb_are_refused_in_bounded_memory() {
     assert!(peak_kib < 150 * 1024, "peak RSS {} MiB", peak_kib / 1024);
     assert_eq!(sandbox.stats().accepted, 3, "the good file still goes");
 }
+
+#[test]
+fn an_unreadable_file_costs_only_itself() {
+    if !is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv to run impact-drop as an unprivileged user");
+        return;
+    }
+    let (rt, sandbox) = sandbox(SID, TOKEN);
+    let dir = work(&sandbox.base_url(), "");
+    std::fs::write(dir.path().join("drop/secret.csv"), orders(50, 2, 1)).unwrap();
+    // The work folder belongs to `nobody`; secret.csv stays root's, mode 0600.
+    let chown = |p: &Path| {
+        assert!(std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(p)
+            .status()
+            .unwrap()
+            .success());
+    };
+    chown(dir.path());
+    assert!(std::process::Command::new("chown")
+        .args(["0:0"])
+        .arg(dir.path().join("drop/secret.csv"))
+        .status()
+        .unwrap()
+        .success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("drop/secret.csv"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let _guard = rt.enter();
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(BIN)
+        .arg("run")
+        .current_dir(dir.path())
+        .env("IMPACT_AUTH_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("secret.csv") && stdout.contains("Permission denied"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("panicked"));
+    assert_eq!(
+        sandbox.stats().accepted,
+        3,
+        "the readable export still goes"
+    );
+    assert!(
+        dir.path().join("drop/secret.csv").exists(),
+        "left where it is"
+    );
+}
