@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -410,36 +409,9 @@ fn kill_9_at_random_moments_loses_nothing_and_resends_only_what_was_in_flight() 
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay = Duration::from_millis(40 + seed % 400);
-        let mut child = Command::new(BIN)
-            .current_dir(env.dir.path())
-            .arg("run")
-            .env("IMPACT_AUTH_TOKEN", TOKEN)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if start.elapsed() >= delay {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        if finished.is_none() {
-            child.kill().unwrap();
-            child.wait().unwrap();
+        if run_killed_after(env.dir.path(), TOKEN, delay) {
             kills += 1;
-            // In flight at this kill: accepted by impact, not yet accepted in the ledger.
-            let ledger = ledger_states(&env.path("ledger.sqlite"));
-            for r in env.sandbox.received() {
-                if ledger.get(&r.order_id).map(String::as_str) != Some("accepted") {
-                    in_flight_at_kills.insert(r.order_id);
-                }
-            }
+            in_flight_at_kills.extend(in_flight(&env.sandbox, &env.path("ledger.sqlite")));
         }
     }
     assert!(kills >= 3, "the kills should land mid-run ({kills})");

@@ -6,8 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use impact_drop::impact::sandbox::Faults;
@@ -189,34 +188,9 @@ fn check_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::KilledRun(ms) => {
                 w.note_run_start();
-                let mut child = Command::new(BIN)
-                    .current_dir(w.dir.path())
-                    .arg("run")
-                    .env("IMPACT_AUTH_TOKEN", TOKEN)
-                    .env_remove("RUST_LOG")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                let start = Instant::now();
-                while start.elapsed() < Duration::from_millis(u64::from(ms))
-                    && child.try_wait().unwrap().is_none()
-                {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+                run_killed_after(w.dir.path(), TOKEN, Duration::from_millis(u64::from(ms)));
                 let ledger = w.dir.path().join("ledger.sqlite");
-                let states = if ledger.exists() {
-                    ledger_states(&ledger)
-                } else {
-                    BTreeMap::new()
-                };
-                for r in sandbox.received() {
-                    if states.get(&r.order_id).map(String::as_str) != Some("accepted") {
-                        w.in_flight_at_kills.insert(r.order_id);
-                    }
-                }
+                w.in_flight_at_kills.extend(in_flight(&sandbox, &ledger));
             }
         }
         // Moved files are gone from the folder; the model follows the folder.

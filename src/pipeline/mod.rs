@@ -141,6 +141,12 @@ impl FileReport {
     }
 }
 
+/// An I/O error while reading `path` near `line`.
+fn io_at(path: &Path, line: u64) -> impl FnOnce(std::io::Error) -> ReadError {
+    let path = path.to_owned();
+    move |source| ReadError::Io { path, line, source }
+}
+
 /// Reads, maps, groups and validates one file. Each valid conversion goes to `on_valid`;
 /// invalid orders, stray rows and file problems are in the report.
 pub fn process_file(
@@ -148,14 +154,7 @@ pub fn process_file(
     path: &Path,
     on_valid: &mut dyn FnMut(Conversion),
 ) -> Result<FileReport, ReadError> {
-    let io_err = |line: u64| {
-        let path = path.to_owned();
-        move |e: std::io::Error| ReadError::Io {
-            path,
-            line,
-            source: e,
-        }
-    };
+    let io_err = |line: u64| io_at(path, line);
     let mut input = read::open(path, stages.decoding)?;
     let kind = match FileKind::from_path(path) {
         Some(k) => k,
@@ -172,14 +171,7 @@ pub fn process_reader(
     input: Box<dyn BufRead + Send>,
     on_valid: &mut dyn FnMut(Conversion),
 ) -> Result<FileReport, ReadError> {
-    let io_err = |line: u64| {
-        let path = path.to_owned();
-        move |e: std::io::Error| ReadError::Io {
-            path,
-            line,
-            source: e,
-        }
-    };
+    let io_err = |line: u64| io_at(path, line);
     let mut report = FileReport {
         path: path.to_owned(),
         kind: Some(kind),

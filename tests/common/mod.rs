@@ -147,3 +147,46 @@ pub fn sandbox(
         .unwrap();
     (rt, sandbox)
 }
+
+/// Starts `impact-drop run` and kills it (SIGKILL) after `delay` unless it ended first;
+/// returns whether it was killed.
+pub fn run_killed_after(dir: &Path, token: &str, delay: std::time::Duration) -> bool {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .arg("run")
+        .env("IMPACT_AUTH_TOKEN", token)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < delay {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
+}
+
+/// Orders impact accepted that the ledger had not recorded as accepted: in flight at a kill.
+pub fn in_flight(
+    sandbox: &impact_drop::impact::sandbox::Sandbox,
+    ledger: &Path,
+) -> std::collections::BTreeSet<String> {
+    let states = if ledger.exists() {
+        ledger_states(ledger)
+    } else {
+        BTreeMap::new()
+    };
+    sandbox
+        .received()
+        .into_iter()
+        .map(|r| r.order_id)
+        .filter(|o| states.get(o).map(String::as_str) != Some("accepted"))
+        .collect()
+}
