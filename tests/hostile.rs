@@ -412,3 +412,74 @@ fn an_unreadable_file_costs_only_itself() {
         "left where it is"
     );
 }
+
+#[test]
+fn a_file_truncated_while_read_is_not_recorded_and_is_read_again() {
+    let (rt, sandbox) = sandbox(SID, TOKEN);
+    let dir = work(&sandbox.base_url(), "");
+    // Ten orders of three items; truncation will cut order 6 in the middle.
+    let full = orders(1, 10, 3);
+    std::fs::write(dir.path().join("drop/orders.csv"), &full).unwrap();
+    let hook = dir.path().join("hook");
+    std::fs::create_dir(&hook).unwrap();
+    let _guard = rt.enter();
+    let child = std::process::Command::new(BIN)
+        .arg("run")
+        .current_dir(dir.path())
+        .env("IMPACT_AUTH_TOKEN", TOKEN)
+        .env("IMPACT_DROP_FAULT_HOOK_DIR", &hook)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !hook.join("hashed").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "intake never hashed the file"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Between the hash and the read: cut the file in the middle of order 6.
+    let cut: String = full
+        .lines()
+        .take(1 + 5 * 3 + 2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("drop/orders.csv"), &cut).unwrap();
+    std::fs::write(hook.join("go"), b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("the file changed while it was read; nothing was recorded"),
+        "{stdout}"
+    );
+    assert_eq!(
+        sandbox.stats().requests,
+        0,
+        "nothing sent from a read of changing content"
+    );
+
+    // Read again once settled: exactly the content that is there now.
+    let r = run_in(dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let got: std::collections::BTreeMap<String, usize> = sandbox
+        .received()
+        .into_iter()
+        .map(|r| (r.order_id, r.body.matches("ItemSku").count()))
+        .collect();
+    let expected: std::collections::BTreeMap<String, usize> = [
+        ("O-1", 3),
+        ("O-2", 3),
+        ("O-3", 3),
+        ("O-4", 3),
+        ("O-5", 3),
+        ("O-6", 2),
+    ]
+    .into_iter()
+    .map(|(o, n)| (o.to_string(), n))
+    .collect();
+    assert_eq!(got, expected);
+}

@@ -121,6 +121,7 @@ impl Deliverer {
                 mtime: mtime_text(path),
             },
         };
+        fault_hook_after_hash();
         let mut conversions = Vec::new();
         let report = process_file(&self.stages, path, &mut |c| {
             let body = form::encode(&c);
@@ -291,5 +292,20 @@ impl Deliverer {
         })?;
         lock(&self.ledger)?.set_archived(file_id, &to.display().to_string())?;
         Ok(to)
+    }
+}
+
+/// Fault injection for the reliability tests, inert unless `IMPACT_DROP_FAULT_HOOK_DIR` is
+/// set: after hashing a file, intake writes `<dir>/hashed` and waits (at most 30 s) for
+/// `<dir>/go`, so a test can change the file exactly between the hash and the read.
+fn fault_hook_after_hash() {
+    let Some(dir) = std::env::var_os("IMPACT_DROP_FAULT_HOOK_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let _ = std::fs::write(dir.join("hashed"), b"");
+    let start = std::time::Instant::now();
+    while !dir.join("go").exists() && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
