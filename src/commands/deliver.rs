@@ -395,29 +395,24 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
             st.rows_invalid
         ));
     }
-    if st.rows_already_sent > 0 {
-        parts.push(format!("{} rows already sent", st.rows_already_sent));
-    }
-    if st.rows_changed_after_sent > 0 {
-        parts.push(format!(
-            "{} rows of orders changed after they were sent (adjust them in impact)",
-            st.rows_changed_after_sent
-        ));
-    }
-    if st.rows_already_pending > 0 {
-        parts.push(format!(
-            "{} rows already on their way",
-            st.rows_already_pending
-        ));
-    }
-    if st.rows_filtered > 0 {
-        parts.push(format!("{} rows filtered", st.rows_filtered));
-    }
-    if st.rows_already_rejected > 0 {
-        parts.push(format!(
-            "{} rows rejected before with the same content",
-            st.rows_already_rejected
-        ));
+    // Rows that were not sent for a reason of their own, in report order.
+    let row_outcomes = [
+        (st.rows_already_sent, "rows already sent"),
+        (
+            st.rows_changed_after_sent,
+            "rows of orders changed after they were sent (adjust them in impact)",
+        ),
+        (st.rows_already_pending, "rows already on their way"),
+        (st.rows_filtered, "rows filtered"),
+        (
+            st.rows_already_rejected,
+            "rows rejected before with the same content",
+        ),
+    ];
+    for (n, what) in row_outcomes {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
     }
     if parts.is_empty() {
         parts.push("nothing to send".into());
