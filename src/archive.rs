@@ -11,10 +11,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::pipeline::Stages;
 use crate::read::csv::CsvReader;
 use crate::read::jsonl::JsonlReader;
-use crate::read::{self, FileKind};
+use crate::read::{self, Decoding, FileKind};
 
 /// The identity of a settled file: the hash of its whole content, with its size.
 pub fn content_hash(path: &Path) -> io::Result<(String, u64)> {
@@ -27,7 +26,8 @@ pub fn content_hash(path: &Path) -> io::Result<(String, u64)> {
 /// The file's modification time as RFC 3339 (metadata only, never identity).
 pub fn mtime_text(path: &Path) -> Option<String> {
     let modified = fs::metadata(path).ok()?.modified().ok()?;
-    Some(crate::ledger::time_text(modified.into()))
+    let t: chrono::DateTime<chrono::Utc> = modified.into();
+    Some(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
 /// A free name for `name` in `dir`: `name`, then `stem.1.ext`, `stem.2.ext`, …
@@ -91,27 +91,26 @@ pub fn dated_dir(drop_dir: &Path, archive_dir: &Path) -> PathBuf {
     base.join(chrono::Local::now().format("%Y-%m-%d").to_string())
 }
 
-/// Creates a file only the owner can read (it holds order data).
-fn private_new(path: &Path) -> io::Result<File> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)
-}
-
 /// The reason column added to a rejects file.
 pub const REASON_COLUMN: &str = "impact_drop_reason";
+
+/// How to read an export again for its rejects file.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    pub decoding: Decoding,
+    pub delimiter: Option<u8>,
+}
 
 /// Writes the rows of `src` at `lines` (line → reason) to a new rejects file in `dir`:
 /// `<name>.rejects.csv` (original header plus a reason column) for CSV, `<name>.rejects.jsonl`
 /// (each object plus a reason key) for JSONL. Returns its path.
+///
+/// The file is written to a temporary file in `dir` (mode 0600: it holds order data),
+/// fsynced, then given its name with `persist_noclobber`: a crash never leaves half a rejects
+/// file, and an existing file is never replaced.
 pub fn write_rejects(
     src: &Path,
-    stages: &Stages,
+    reading: Reading,
     lines: &BTreeMap<u64, String>,
     dir: &Path,
 ) -> io::Result<PathBuf> {
@@ -122,16 +121,39 @@ pub fn write_rejects(
         FileKind::Csv => "csv",
         FileKind::Jsonl => "jsonl",
     };
-    let target = (0..10_000)
-        .map(|n| candidate(dir, &format!("{name}.rejects.{ext}"), n))
-        .find(|p| !p.exists())
-        .ok_or_else(|| io::Error::other("no free name for a rejects file"))?;
-    let out = BufWriter::new(private_new(&target)?);
-    let input = read::open(src, stages.decoding).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".impact-drop-rejects")
+        .tempfile_in(dir)?;
+    write_rows(src, reading, kind, lines, BufWriter::new(tmp.as_file_mut()))?;
+    tmp.as_file().sync_all()?;
+    for n in 0..10_000 {
+        let target = candidate(dir, &format!("{name}.rejects.{ext}"), n);
+        match tmp.persist_noclobber(&target) {
+            Ok(_) => {
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
+                return Ok(target);
+            }
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => tmp = e.file,
+            Err(e) => return Err(e.error),
+        }
+    }
+    Err(io::Error::other("no free name for a rejects file"))
+}
+
+fn write_rows<W: Write>(
+    src: &Path,
+    reading: Reading,
+    kind: FileKind,
+    lines: &BTreeMap<u64, String>,
+    mut out: W,
+) -> io::Result<()> {
+    let input = read::open(src, reading.decoding).map_err(|e| io::Error::other(e.to_string()))?;
     match kind {
         FileKind::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            if let Some(mut r) = CsvReader::new(input, stages.delimiter)? {
+            if let Some(mut r) = CsvReader::new(input, reading.delimiter)? {
                 let mut header: Vec<String> = r.header().names.clone();
                 header.push(REASON_COLUMN.into());
                 w.write_record(&header)?;
@@ -146,7 +168,6 @@ pub fn write_rejects(
             w.flush()?;
         }
         FileKind::Jsonl => {
-            let mut out = out;
             let mut r = JsonlReader::new(input);
             while let Some((line, _, parsed)) = r.next_record()? {
                 let Some(reason) = lines.get(&line) else {
@@ -163,7 +184,7 @@ pub fn write_rejects(
             out.flush()?;
         }
     }
-    Ok(target)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,13 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use crate::ignore::Ignore;
 use crate::model::{Field, Kind, Level};
+use impact_drop_core::intake::Stages;
+use impact_drop_core::profile::Profile;
+use impact_drop_core::read::Decoding;
+pub use impact_drop_core::settings::{Endpoint, FilterConfig, Source};
+use impact_drop_core::validate::Rules;
 
 /// The default config file, looked up in the working directory.
 pub const DEFAULT_PATH: &str = "impact-drop.toml";
@@ -55,75 +61,56 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Which impact API the conversions go to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Endpoint {
-    /// `POST /Mediapartners/{SID}/PartnerConversions`
-    Partner,
-    /// `POST /Advertisers/{SID}/Conversions`
-    Brand,
-}
-
-/// Where a mapped API field takes its value from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// A CSV column by header name, or a JSON path (`a.b`, `line_items[].sku`).
-    Column(String),
-    /// The same value for every row.
-    Value(String),
-}
-
-/// `[[filter]]`: skip orders by a column's value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FilterConfig {
-    pub column: String,
-    pub skip: Vec<String>,
-    pub when_present: bool,
-    /// `level = "row"`: skip single rows instead of whole orders.
-    pub rows: bool,
-}
-
-/// The validated configuration.
-#[derive(Clone, Debug)]
+/// The validated configuration. Its `Serialize` is `impact-drop config`: each field is named
+/// as its key, so the effective value of every key is printed from this one definition.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Config {
     /// The file this came from, if any (relative paths inside it are resolved against it).
+    #[serde(skip)]
     pub file: Option<PathBuf>,
     pub source: SourceConfig,
     pub impact: ImpactConfig,
-    /// `[defaults]`: API fields every conversion gets unless the export has them.
-    pub defaults: Vec<(Field, String)>,
-    /// `[mapping]`: API field → column/path/constant, on top of the chosen profile.
-    pub mapping: Vec<(Field, Source)>,
     pub ledger: LedgerConfig,
     pub archive: ArchiveConfig,
     pub http: HttpConfig,
+    /// `[defaults]`: API fields every conversion gets unless the export has them.
+    #[serde(serialize_with = "ser::defaults")]
+    pub defaults: Vec<(Field, String)>,
+    /// `[mapping]`: API field → column/path/constant, on top of the chosen profile.
+    #[serde(serialize_with = "ser::mapping")]
+    pub mapping: Vec<(Field, Source)>,
     /// `[[filter]]` tables replace the preset's filters; `[source] preset_filters = false`
     /// (without `[[filter]]`) turns them off.
+    #[serde(rename = "filter", skip_serializing_if = "Option::is_none")]
     pub filters: Option<Vec<FilterConfig>>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct SourceConfig {
     pub drop_dir: PathBuf,
-    /// The input profile (`impact`, `custom`).
+    /// The input profile (`impact`, `shopify-csv`, …, `custom`).
     pub format: String,
     /// The CSV delimiter; detected from the header line when unset.
+    #[serde(serialize_with = "ser::delimiter")]
     pub delimiter: Option<u8>,
     /// Text encoding of the exports; `None` means UTF-8 (with or without a BOM).
+    #[serde(serialize_with = "ser::encoding")]
     pub encoding: Option<&'static encoding_rs::Encoding>,
     /// Time zone for export dates that carry no offset.
+    #[serde(serialize_with = "ser::timezone")]
     pub timezone: Option<Tz>,
     /// Extra `strftime` formats tried for dates, before the built-in ones.
+    #[serde(rename = "date_format")]
     pub date_formats: Vec<String>,
     /// Accept the literal `NOW` as EventDate (off: after a backlog every date would be wrong).
     pub allow_event_date_now: bool,
     /// Full rescan period of `watch` (notify events only trigger earlier scans).
     pub rescan_secs: u64,
     /// How long size and mtime must stay the same before a file is read.
+    #[serde(rename = "settle_secs", serialize_with = "ser::secs")]
     pub settle: std::time::Duration,
-    /// Glob patterns of names never read.
-    pub ignore: Vec<String>,
+    /// Names never read (glob patterns).
+    pub ignore: Ignore,
     /// Marker suffix (`.done`): `orders.csv` is ready once `orders.csv.done` exists.
     pub ready_marker: Option<String>,
     /// Watch subfolders too.
@@ -131,26 +118,33 @@ pub struct SourceConfig {
     /// Use OS file events (inotify) as hints; `false` = poll only (network mounts).
     pub watch_events: bool,
     /// Amounts written `1.234,56`.
+    #[serde(
+        rename = "decimal_separator",
+        serialize_with = "ser::decimal_separator"
+    )]
     pub decimal_comma: bool,
     /// Read `$1,234.56` as `1234.56` (otherwise an error naming the cell).
     pub strip_currency_symbols: bool,
     /// The largest export read (after decompression); larger files are refused clearly.
     pub max_file_bytes: u64,
+    /// Whether the preset's own filters apply (without `[[filter]]` tables).
+    pub preset_filters: bool,
 }
 
 /// `[http]`: the optional health and metrics endpoint of `watch`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct HttpConfig {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ImpactConfig {
     pub endpoint: Endpoint,
     pub base_url: String,
     pub account_sid: Option<String>,
     pub auth_token_file: Option<PathBuf>,
-    /// From `IMPACT_AUTH_TOKEN`, when set.
+    /// From `IMPACT_AUTH_TOKEN`, when set. Never printed.
+    #[serde(skip)]
     auth_token_env: Option<Secret>,
     /// POSTs in flight at once.
     pub max_in_flight: usize,
@@ -168,13 +162,13 @@ pub struct ImpactConfig {
 }
 
 /// `[archive]`: where finished files go.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ArchiveConfig {
     /// Finished files move to `<dir>/YYYY-MM-DD/`; relative to the drop folder.
     pub dir: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct LedgerConfig {
     pub path: PathBuf,
     /// Line and conversion records older than this are pruned (never pending ones).
@@ -322,7 +316,8 @@ struct RawLedger {
     keep_days: Option<u32>,
 }
 
-/// Environment variables that override single keys, with the key each one sets.
+/// Environment variables that override single keys: `(variable, section, key)`. The value
+/// is set on the file's TOML before it is parsed, so it is checked like the key itself.
 pub const ENV_OVERRIDES: &[(&str, &str, &str)] = &[
     ("IMPACT_ACCOUNT_SID", "impact", "account_sid"),
     ("IMPACT_AUTH_TOKEN_FILE", "impact", "auth_token_file"),
@@ -374,14 +369,40 @@ impl Loader<'_> {
             path: origin.clone(),
             message,
         };
+        // The file alone first, so its errors carry their line and column.
         let mut raw: RawConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        // Environment overrides, each checked on its own so an error names the variable.
+        // Environment overrides go into the file's table before it is parsed again, so each
+        // value is checked exactly like the key it sets.
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let mut from_env: Vec<(&'static str, &'static str, &'static str)> = Vec::new();
         for &(var, section, key) in ENV_OVERRIDES {
-            if let Some(value) = (self.env)(var).filter(|v| !v.is_empty()) {
-                apply_env(&mut raw, var, value).map_err(&invalid)?;
+            if let Some(value) = (self.env)(var).filter(|v| !v.trim().is_empty()) {
+                let entry = table
+                    .entry(section)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(t) = entry {
+                    t.insert(key.to_owned(), toml::Value::String(value.trim().to_owned()));
+                }
                 from_env.push((var, section, key));
             }
+        }
+        if !from_env.is_empty() {
+            raw = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let vars: Vec<String> = from_env
+                        .iter()
+                        .map(|(var, section, key)| {
+                            let value = (self.env)(var).unwrap_or_default();
+                            format!("{var} = \"{}\" sets [{section}] {key}", value.trim())
+                        })
+                        .collect();
+                    invalid(format!(
+                        "{} (from the environment: {})",
+                        e.message().trim(),
+                        vars.join("; ")
+                    ))
+                })?;
         }
         let base = file
             .as_ref()
@@ -402,31 +423,6 @@ impl Loader<'_> {
             invalid(format!("{message}{via}"))
         })
     }
-}
-
-fn apply_env(raw: &mut RawConfig, var: &str, value: String) -> Result<(), String> {
-    match var {
-        "IMPACT_ACCOUNT_SID" => raw.impact.account_sid = Some(value),
-        "IMPACT_AUTH_TOKEN_FILE" => raw.impact.auth_token_file = Some(value.into()),
-        "IMPACT_BASE_URL" => raw.impact.base_url = Some(value),
-        "IMPACT_ENDPOINT" => {
-            raw.impact.endpoint = Some(match value.trim() {
-                "partner" => Endpoint::Partner,
-                "brand" => Endpoint::Brand,
-                other => {
-                    return Err(format!(
-                    "the environment variable {var} = \"{other}\" must be \"partner\" or \"brand\""
-                ))
-                }
-            })
-        }
-        "IMPACT_DROP_DIR" => raw.source.drop_dir = Some(value.into()),
-        "IMPACT_DROP_FORMAT" => raw.source.format = Some(value),
-        "IMPACT_DROP_TIMEZONE" => raw.source.timezone = Some(value),
-        "IMPACT_DROP_LEDGER" => raw.ledger.path = Some(value.into()),
-        _ => {}
-    }
-    Ok(())
 }
 
 /// Loads the config as the binary does: `--config` (or `./impact-drop.toml`) and the process
@@ -621,7 +617,7 @@ fn build(
             ));
         }
     }
-    let needs_zone = crate::profile::Profile::preset(&format).is_some_and(|p| p.needs_timezone);
+    let needs_zone = Profile::preset(&format).is_some_and(|p| p.needs_timezone);
     if needs_zone && timezone.is_none() {
         return Err(format!(
             "[source] timezone is required with format = \"{format}\": its dates carry no time \
@@ -720,18 +716,17 @@ fn build(
             allow_event_date_now: source.allow_event_date_now.unwrap_or(false),
             rescan_secs,
             settle,
-            ignore: source.ignore.unwrap_or_else(|| {
-                crate::watch::DEFAULT_IGNORE
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            }),
+            ignore: match source.ignore {
+                Some(patterns) => Ignore::new(patterns)?,
+                None => Ignore::defaults(),
+            },
             ready_marker,
             recursive: source.recursive.unwrap_or(false),
             watch_events: source.watch_events.unwrap_or(true),
             decimal_comma,
             strip_currency_symbols: source.strip_currency_symbols.unwrap_or(false),
             max_file_bytes: source.max_file_bytes.unwrap_or(1 << 30),
+            preset_filters: source.preset_filters.unwrap_or(true),
         },
         impact: ImpactConfig {
             endpoint: impact.endpoint.unwrap_or(Endpoint::Partner),
@@ -789,6 +784,25 @@ fn check_date_format(f: &str) -> Result<(), String> {
 }
 
 impl Config {
+    /// The core's stages as this config sets them up.
+    pub fn stages(&self) -> Stages {
+        let profile = Profile::build(&self.source.format, &self.mapping, self.filters.as_deref());
+        let mut rules = Rules::new(self.impact.endpoint);
+        rules.defaults = self.defaults.clone();
+        rules.defaults.extend(profile.constants.iter().cloned());
+        rules.item_constants = profile.item_constants.clone();
+        rules.timezone = self.source.timezone;
+        rules.date_formats = self.source.date_formats.clone();
+        rules.allow_event_date_now = self.source.allow_event_date_now;
+        rules.decimal_comma = self.source.decimal_comma;
+        rules.strip_currency_symbols = self.source.strip_currency_symbols;
+        let decoding = Decoding {
+            encoding: self.source.encoding,
+            max_bytes: Some(self.source.max_file_bytes),
+        };
+        Stages::new(profile, rules, decoding, self.source.delimiter)
+    }
+
     /// Warnings about files that hold secrets or order data being readable by others: the
     /// token file should be readable by its owner only, the config not by everyone.
     pub fn permission_warnings(&self) -> Vec<String> {
@@ -849,80 +863,26 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML, for `impact-drop config`. The token is shown only
-    /// as where it comes from.
+    /// The effective configuration as TOML, for `impact-drop config`: every key with its
+    /// value, serialized from the typed config; keys without a value are listed as comments.
+    /// The token is shown only as where it comes from.
     pub fn dump(&self) -> String {
-        use std::fmt::Write;
-        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# effective configuration ({})",
-            self.file
-                .as_ref()
-                .map_or("no config file".into(), |p| p.display().to_string())
-        );
-        let _ = writeln!(out, "[source]");
-        let _ = writeln!(
-            out,
-            "drop_dir = {}",
-            q(&self.source.drop_dir.to_string_lossy())
-        );
-        let _ = writeln!(out, "format = {}", q(&self.source.format));
-        let delim = match self.source.delimiter {
-            None => "auto".to_owned(),
-            Some(b'\t') => "tab".to_owned(),
-            Some(d) => char::from(d).to_string(),
-        };
-        let _ = writeln!(out, "delimiter = {}", q(&delim));
-        let _ = writeln!(
-            out,
-            "encoding = {}",
-            q(self.source.encoding.map_or("utf-8", |e| e.name()))
-        );
-        if let Some(tz) = self.source.timezone {
-            let _ = writeln!(out, "timezone = {}", q(tz.name()));
-        }
-        if !self.source.date_formats.is_empty() {
-            let list: Vec<_> = self.source.date_formats.iter().map(|f| q(f)).collect();
-            let _ = writeln!(out, "date_format = [{}]", list.join(", "));
-        }
-        let _ = writeln!(
-            out,
-            "allow_event_date_now = {}",
-            self.source.allow_event_date_now
-        );
-        let _ = writeln!(out, "rescan_secs = {}", self.source.rescan_secs);
-        let _ = writeln!(out, "settle_secs = {}", self.source.settle.as_secs_f64());
-        let ignore: Vec<_> = self.source.ignore.iter().map(|g| q(g)).collect();
-        let _ = writeln!(out, "ignore = [{}]", ignore.join(", "));
-        if let Some(m) = &self.source.ready_marker {
-            let _ = writeln!(out, "ready_marker = {}", q(m));
-        }
-        let _ = writeln!(out, "recursive = {}", self.source.recursive);
-        let _ = writeln!(out, "watch_events = {}", self.source.watch_events);
-        let _ = writeln!(
-            out,
-            "decimal_separator = {}",
-            q(if self.source.decimal_comma { "," } else { "." })
-        );
-        let _ = writeln!(
-            out,
-            "strip_currency_symbols = {}",
-            self.source.strip_currency_symbols
-        );
-        let _ = writeln!(out, "\n[impact]");
-        let endpoint = match self.impact.endpoint {
-            Endpoint::Partner => "partner",
-            Endpoint::Brand => "brand",
-        };
-        let _ = writeln!(out, "endpoint = {}", q(endpoint));
-        let _ = writeln!(out, "base_url = {}", q(&self.impact.base_url));
-        if let Some(sid) = &self.impact.account_sid {
-            let _ = writeln!(out, "account_sid = {}", q(sid));
-        }
-        if let Some(p) = &self.impact.auth_token_file {
-            let _ = writeln!(out, "auth_token_file = {}", q(&p.to_string_lossy()));
+        let body = toml::to_string(self)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
+        let printed: std::collections::HashSet<(String, String)> = printed_keys(&body);
+        let mut unset = Vec::new();
+        for (section, keys) in keys() {
+            if section == "filter" && self.filters.is_none() {
+                unset.push("# [[filter]]: none (the preset's own filters apply)".to_owned());
+                continue;
+            }
+            for key in keys {
+                if !printed.contains(&(section.to_owned(), (*key).to_owned()))
+                    && *key != "auth_token"
+                {
+                    unset.push(format!("# [{section}] {key}: not set"));
+                }
+            }
         }
         let token = if self.impact.auth_token_env.is_some() {
             "set by IMPACT_AUTH_TOKEN (value not shown)"
@@ -931,63 +891,140 @@ impl Config {
         } else {
             "not set"
         };
-        let _ = writeln!(out, "# auth token: {token}");
-        let _ = writeln!(out, "max_in_flight = {}", self.impact.max_in_flight);
-        let _ = writeln!(out, "requests_per_hour = {}", self.impact.requests_per_hour);
-        let _ = writeln!(
-            out,
-            "connect_timeout_secs = {}",
-            self.impact.connect_timeout_secs
-        );
-        let _ = writeln!(out, "timeout_secs = {}", self.impact.timeout_secs);
-        let _ = writeln!(
-            out,
-            "give_up_after_secs = {}",
-            self.impact.give_up_after_secs
-        );
-        let _ = writeln!(out, "retry_cap_secs = {}", self.impact.retry_cap_secs);
-        let _ = writeln!(
-            out,
-            "shutdown_grace_secs = {}",
-            self.impact.shutdown_grace_secs
-        );
-        let _ = writeln!(out, "\n[defaults]");
-        for (f, v) in &self.defaults {
-            let _ = writeln!(out, "{f} = {}", q(v));
+        format!(
+            "# effective configuration ({})\n# auth token: {token}\n{}{}\n{body}",
+            self.file
+                .as_ref()
+                .map_or("no config file".into(), |p| p.display().to_string()),
+            unset.join("\n"),
+            if unset.is_empty() { "" } else { "\n" },
+        )
+    }
+}
+
+/// Every key the config file accepts, by section, read from the raw structs' own field lists
+/// (the one definition of the file's keys). `[defaults]` and `[mapping]` take impact field
+/// names; `[[filter]]` tables are listed under `filter`.
+pub fn keys() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("source", fields_of::<RawSource>()),
+        ("impact", fields_of::<RawImpact>()),
+        ("ledger", fields_of::<RawLedger>()),
+        ("archive", fields_of::<RawArchive>()),
+        ("http", fields_of::<RawHttp>()),
+        ("filter", fields_of::<RawFilter>()),
+    ]
+}
+
+/// `(section, key)` pairs of a TOML text.
+fn printed_keys(text: &str) -> std::collections::HashSet<(String, String)> {
+    let mut out = std::collections::HashSet::new();
+    let Ok(doc) = toml::from_str::<toml::Table>(text) else {
+        return out;
+    };
+    for (section, value) in doc {
+        let tables: Vec<&toml::Table> = match &value {
+            toml::Value::Table(t) => vec![t],
+            toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+            _ => continue,
+        };
+        for t in tables {
+            for key in t.keys() {
+                out.insert((section.clone(), key.clone()));
+            }
         }
-        if !self.mapping.is_empty() {
-            let _ = writeln!(out, "\n[mapping]");
-            for (f, s) in &self.mapping {
-                match s {
-                    Source::Column(c) => {
-                        let _ = writeln!(out, "{f} = {}", q(c));
-                    }
-                    Source::Value(v) => {
-                        let _ = writeln!(out, "{f} = {{ value = {} }}", q(v));
-                    }
+    }
+    out
+}
+
+/// The field names a `Deserialize` struct accepts, as serde's derive lists them.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("probed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// How typed values print as their keys' TOML values.
+mod ser {
+    use super::*;
+    use serde::ser::SerializeMap;
+    use serde::Serializer;
+
+    pub fn delimiter<S: Serializer>(d: &Option<u8>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            None => s.serialize_str("auto"),
+            Some(b'\t') => s.serialize_str("tab"),
+            Some(d) => s.serialize_str(&char::from(*d).to_string()),
+        }
+    }
+
+    pub fn encoding<S: Serializer>(
+        e: &Option<&'static encoding_rs::Encoding>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&e.map_or("utf-8", |e| e.name()).to_lowercase())
+    }
+
+    pub fn timezone<S: Serializer>(tz: &Option<Tz>, s: S) -> Result<S::Ok, S::Error> {
+        match tz {
+            Some(tz) => s.serialize_some(tz.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn secs<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn decimal_separator<S: Serializer>(comma: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if *comma { "," } else { "." })
+    }
+
+    pub fn defaults<S: Serializer>(d: &[(Field, String)], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(d.len()))?;
+        for (f, v) in d {
+            map.serialize_entry(f.name(), v)?;
+        }
+        map.end()
+    }
+
+    pub fn mapping<S: Serializer>(m: &[(Field, Source)], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (f, source) in m {
+            match source {
+                Source::Column(c) => map.serialize_entry(f.name(), c)?,
+                Source::Value(v) => {
+                    let mut t = toml::Table::new();
+                    t.insert("value".into(), toml::Value::String(v.clone()));
+                    map.serialize_entry(f.name(), &t)?
                 }
             }
         }
-        let _ = writeln!(out, "\n[archive]");
-        let _ = writeln!(out, "dir = {}", q(&self.archive.dir.to_string_lossy()));
-        let _ = writeln!(out, "\n[ledger]");
-        let _ = writeln!(out, "path = {}", q(&self.ledger.path.to_string_lossy()));
-        let _ = writeln!(out, "keep_days = {}", self.ledger.keep_days);
-        for f in self.filters.iter().flatten() {
-            let skip: Vec<_> = f.skip.iter().map(|v| q(v)).collect();
-            let _ = writeln!(
-                out,
-                "\n[[filter]]\ncolumn = {}\nskip = [{}]\nwhen_present = {}\nlevel = {}",
-                q(&f.column),
-                skip.join(", "),
-                f.when_present,
-                q(if f.rows { "row" } else { "order" })
-            );
-        }
-        if let Some(l) = self.http.listen {
-            let _ = writeln!(out, "\n[http]\nlisten = {}", q(&l.to_string()));
-        }
-        out
+        map.end()
     }
 }
 

@@ -1,36 +1,42 @@
 //! impact-drop: order exports dropped in a folder → conversions at impact.com, exactly once.
 //!
-//! Data flows one way through stages that know only the shared domain types (`model`):
-//! `read` turns bytes into records with line numbers and content hashes; `profile` maps
-//! columns to API fields; `group` (pure) assembles orders with their items; `validate` (pure)
-//! is the only maker of a sendable `Conversion`; `impact::form` encodes the exact body.
-//! `pipeline` is the one module that wires the stages; `commands` turn them into the CLI.
+//! A workspace of two crates. `impact-drop-core` (`core/`) is the pure core: everything that
+//! decides what impact receives (reading, presets, grouping, validation, request bodies,
+//! answers, planning), with no I/O runtime. This crate is the application around it; it
+//! re-exports the core's modules so `impact_drop::model` and the like name them.
+//!
+//! Data flows one way: `watch` finds files → `pipeline::Delivery::intake` (core intake +
+//! plan, recorded in the `ledger`) → `submit` (POSTs through `impact::client`, paced) →
+//! `pipeline::Delivery::finish` (`archive`, rejects files). `pipeline` is the one module that
+//! wires the stages, for `run`, `send`, `send --dry-run` and `watch` alike; `commands` only
+//! parse and print.
 //!
 //! Layout:
-//! - `cli`: clap definitions only
-//! - `config`: file + env → validated `Config`
-//! - `model`: field catalog, rows, drafts, problems
-//! - `read`: `csv`, `jsonl` readers, encodings
-//! - `profile`: presets as data, and `map` to apply them
-//! - `group`, `validate`: pure stages
-//! - `impact`: the API's body encoding (client and sandbox to come)
-//! - `pipeline`: wires the stages
-//! - `commands`: `check`, `config`
+//! - `cli`: clap definitions only; `config`: file + env → validated `Config` (builds the
+//!   core's `Stages`); `ignore`: temp-name patterns
+//! - `watch`: scans, notify hints, settling, markers, path expansion
+//! - `ledger`: SQLite — opening/migrations/lock (`mod`), the commit protocol (`commit`),
+//!   reporting (`report`), migrations (`schema`)
+//! - `impact`: the HTTP `client`, request `pacing`, and the `sandbox` of the API
+//! - `submit`: sends pending conversions and commits their outcomes
+//! - `archive`: content hashes, rejects files, moving finished files
+//! - `http`: the one HTTP accept loop (health endpoint and sandbox)
+//! - `pipeline`: the delivery service (`Delivery`), the daemon (`daemon`) and its health
+//!   endpoint (`health`)
+//! - `commands`: one module per subcommand
+
+pub use impact_drop_core::{
+    contract, form, group, intake, model, plan, profile, read, response, settings, state, validate,
+};
 
 pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod fuzzing;
-pub mod group;
 pub mod http;
+pub mod ignore;
 pub mod impact;
 pub mod ledger;
-pub mod model;
 pub mod pipeline;
-pub mod plan;
-pub mod profile;
-pub mod read;
 pub mod submit;
-pub mod validate;
 pub mod watch;

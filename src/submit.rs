@@ -10,7 +10,7 @@
 //! A ledger write failure stops sending.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -20,26 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::impact::client::Client;
 use crate::impact::pacing::{backoff, Pacer};
 use crate::impact::response::Answer;
-use crate::ledger::{now_text, time_text, Due, Ledger, LedgerError, Outcome};
-
-pub type SharedLedger = Arc<Mutex<Ledger>>;
-
-/// Runs a ledger call on the blocking pool (rusqlite is blocking).
-pub async fn with_ledger<T, F>(ledger: &SharedLedger, f: F) -> Result<T, LedgerError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Ledger) -> Result<T, LedgerError> + Send + 'static,
-{
-    let ledger = ledger.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = ledger
-            .lock()
-            .map_err(|_| LedgerError::Internal("the ledger lock was poisoned".into()))?;
-        f(&mut guard)
-    })
-    .await
-    .map_err(|e| LedgerError::Internal(format!("ledger task failed: {e}")))?
-}
+use crate::ledger::{now_text, time_text, Due, LedgerError, Outcome};
+pub use crate::ledger::{with_ledger, SharedLedger};
 
 #[derive(Clone, Debug)]
 pub struct Options {

@@ -14,19 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::read::FileKind;
-
-/// Temp names ignored by default: dotfiles and what upload clients and editors write.
-pub const DEFAULT_IGNORE: &[&str] = &[
-    ".*",
-    "*.part",
-    "*.filepart",
-    "*.tmp",
-    "*.partial",
-    "*~",
-    "*.swp",
-    "*.crdownload",
-];
+use crate::ignore::Ignore;
+use crate::read::{FileKind, ReadError};
 
 /// What to look for and how.
 #[derive(Clone, Debug)]
@@ -34,8 +23,8 @@ pub struct WatchOptions {
     pub dir: PathBuf,
     pub recursive: bool,
     pub settle: Duration,
-    /// Glob patterns (`*` and `?`) of names never read.
-    pub ignore: Vec<String>,
+    /// Names never read.
+    pub ignore: Ignore,
     /// Marker suffix (`.done`): a file is ready only once `<name><marker>` exists.
     pub ready_marker: Option<String>,
     /// The archive folder, never scanned.
@@ -61,31 +50,8 @@ impl WatchOptions {
     }
 
     pub fn ignored(&self, name: &str) -> bool {
-        self.ignore.iter().any(|p| glob_match(p, name))
+        self.ignore.matches(name)
     }
-}
-
-/// `*` matches any run of characters, `?` any one.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// A file that may become ready.
@@ -119,7 +85,7 @@ fn scan_dir(
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(ft) = entry.file_type() else { continue };
-        if opts.ignore.iter().any(|p| glob_match(p, &name)) {
+        if opts.ignore.matches(&name) {
             continue;
         }
         if ft.is_dir() {
@@ -237,7 +203,7 @@ pub enum Hint {
 }
 
 /// Interprets one notify event (pure).
-pub fn interpret(event: &notify::Result<notify::Event>, ignore: &[String]) -> Hint {
+pub fn interpret(event: &notify::Result<notify::Event>, ignore: &Ignore) -> Hint {
     use notify::EventKind;
     match event {
         Err(e) => Hint::Rescan(watcher_error_message(e)),
@@ -253,7 +219,7 @@ pub fn interpret(event: &notify::Result<notify::Event>, ignore: &[String]) -> Hi
                             .file_name()
                             .map(|n| n.to_string_lossy().into_owned())
                             .unwrap_or_default();
-                        ignore.iter().any(|g| glob_match(g, &name)) && !name.is_empty()
+                        ignore.matches(&name) && !name.is_empty()
                     });
                 // A rename from a temp name to the final name reports both paths, so an event
                 // is ignored only when every path in it is a temp name.
@@ -276,25 +242,42 @@ pub fn watcher_error_message(e: &notify::Error) -> String {
     }
 }
 
+/// The files a list of paths names: files as given; directories expanded (not recursively)
+/// to the exports inside them, sorted by name, temp names skipped.
+pub fn expand_paths(paths: &[PathBuf], ignore: &Ignore) -> Result<Vec<PathBuf>, ReadError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| ReadError::Open {
+                path: p.clone(),
+                source: e,
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|f| f.is_file())
+                .filter(|f| {
+                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+                    !ignore.matches(name) && FileKind::from_path(f).is_some()
+                })
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use notify::event::{CreateKind, ModifyKind, RenameMode};
     use notify::{Event, EventKind};
 
-    fn ignore() -> Vec<String> {
-        DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("*.part", "orders.csv.part"));
-        assert!(glob_match(".*", ".hidden"));
-        assert!(glob_match("*~", "a.csv~"));
-        assert!(glob_match("orders_??.csv", "orders_01.csv"));
-        assert!(!glob_match("*.part", "orders.csv"));
-        assert!(!glob_match(".*", "a.csv"));
-        assert!(glob_match("*a*b*", "xxaxxbxx"));
+    fn ignore() -> Ignore {
+        Ignore::defaults()
     }
 
     fn cand(path: &str, size: u64) -> Candidate {

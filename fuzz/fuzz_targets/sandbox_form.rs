@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    impact_drop::fuzzing::run_sandbox_form(data);
+    impact_drop_core::fuzzing::run_sandbox_form(data);
 });

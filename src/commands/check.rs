@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::{location, CommandError, Outcome};
 use crate::config::Config;
 use crate::impact::form;
+use crate::intake::{self, FileReport, Filtered, Stages};
 use crate::model::{ConversionKey, Field, Problem};
-use crate::pipeline::{self, FileReport, Filtered, Stages};
 use crate::read::csv::SkipCounts;
 use crate::validate::{Conversion, Invalid};
 
@@ -136,11 +136,11 @@ pub fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CommandError> {
-    let stages = Stages::from_config(config);
+    let stages = config.stages();
     let mut outcome = Outcome::Clean;
     let mut totals = Totals::default();
     let mut json_files: Vec<serde_json::Value> = Vec::new();
-    let files = match pipeline::expand_paths(paths, &config.source.ignore) {
+    let files = match crate::watch::expand_paths(paths, &config.source.ignore) {
         Ok(f) => f,
         Err(e) => {
             writeln!(out, "error: {e}")?;
@@ -159,7 +159,7 @@ pub fn run(
                 shown.push(Shown::of(&c));
             }
         };
-        let result = pipeline::process_file(&stages, path, &mut on_valid);
+        let result = intake::process_file(&stages, path, &mut on_valid);
         match result {
             Err(e) => {
                 outcome = Outcome::Fatal;

@@ -53,10 +53,22 @@ pub enum CommandError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    #[error("{0}")]
-    Message(String),
+    #[error(transparent)]
+    Deliver(#[from] crate::pipeline::DeliverError),
+    #[error(transparent)]
+    Daemon(#[from] crate::pipeline::daemon::DaemonError),
+    #[error("cannot start the sandbox on {addr}: {source}")]
+    Sandbox {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// The command line as given, for the ledger's audit trail of runs.
+pub fn command_line() -> String {
+    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
 }
 
 /// `path:line: field: message`, the way every command prints a problem.
@@ -105,6 +117,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
         Command::Run => deliver::run(
             &config,
             deliver::Request {
+                args: command_line(),
                 command: "run",
                 files: None,
                 mode: Mode::Normal,
@@ -128,6 +141,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
             deliver::run(
                 &config,
                 deliver::Request {
+                    args: command_line(),
                     command: "send",
                     files: Some(files),
                     mode,

@@ -33,7 +33,10 @@ pub fn serve(
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let sandbox = Sandbox::start(addr, sid, token, faults)
             .await
-            .map_err(|e| CommandError::Message(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|source| CommandError::Sandbox {
+                addr: addr.to_string(),
+                source,
+            })?;
         writeln!(
             out,
             "impact sandbox listening on {} (account {sid}); point [impact] base_url there, set \
@@ -81,7 +84,10 @@ pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError
             Faults::default(),
         )
         .await
-        .map_err(|e| CommandError::Message(format!("cannot start the sandbox: {e}")))?;
+        .map_err(|source| CommandError::Sandbox {
+            addr: "127.0.0.1".into(),
+            source,
+        })?;
         config.source.drop_dir = drop_dir.clone();
         config.ledger.path = work.path().join("impact-drop.sqlite");
         config.impact.base_url = sandbox.base_url();
@@ -97,6 +103,7 @@ pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError
             sandbox.base_url()
         )?;
         let request = Request {
+            args: super::command_line(),
             command: "demo",
             files: None,
             mode: Mode::Normal,
@@ -132,6 +139,7 @@ pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError
             )?;
             let before = sandbox.stats().requests;
             let second = Request {
+                args: super::command_line(),
                 command: "demo",
                 files: None,
                 mode: Mode::Normal,

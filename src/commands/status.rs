@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{CommandError, Outcome};
 use crate::config::Config;
-use crate::ledger::{FileStats, Ledger, NotSent, RecentError};
+use crate::ledger::{ConvState, FileState, FileStats, Ledger, NotSent, RecentError, StateName};
 
 #[derive(Serialize)]
 struct Status {
@@ -31,8 +31,8 @@ pub fn run(
     let status = Status {
         ledger: config.ledger.path.display().to_string(),
         ledger_bytes: ledger.size_on_disk(),
-        files: ledger.counts_by_state("files")?,
-        conversions: ledger.counts_by_state("conversions")?,
+        files: named(ledger.counts_by_state::<FileState>()?),
+        conversions: named(ledger.counts_by_state::<ConvState>()?),
         oldest_pending: ledger.oldest_pending()?,
         recent_errors: ledger.recent_errors(10)?,
         not_sent: ledger.not_sent(50)?,
@@ -97,21 +97,11 @@ pub fn run(
             writeln!(out, ": same content as file #{of}, nothing sent")?;
             continue;
         }
-        let parts: Vec<String> = [
-            (f.rows_accepted, "accepted"),
-            (f.rows_rejected, "rejected by impact"),
-            (f.rows_pending, "pending"),
-            (f.rows_invalid, "invalid"),
-            (f.rows_already_sent, "already sent"),
-            (f.rows_changed_after_sent, "changed after sent"),
-            (f.rows_already_pending, "already pending"),
-            (f.rows_already_rejected, "rejected before"),
-            (f.rows_filtered, "filtered"),
-        ]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect();
+        let parts: Vec<String> = f
+            .by_state
+            .nonzero()
+            .map(|(state, n)| format!("{n} {}", state.label()))
+            .collect();
         write!(
             out,
             ": {}",
@@ -122,7 +112,7 @@ pub fn run(
             }
         )?;
         let unaccounted = f.rows.saturating_sub(f.accounted());
-        if unaccounted > 0 && f.state != "processing" {
+        if unaccounted > 0 && f.state != FileState::Processing.sql() {
             write!(out, "; {unaccounted} rows UNACCOUNTED")?;
         }
         if let Some(r) = &f.rejects_path {
@@ -134,4 +124,12 @@ pub fn run(
         writeln!(out)?;
     }
     Ok(Outcome::Clean)
+}
+
+/// `(state name, count)` pairs.
+fn named<S: StateName>(counts: Vec<(S, u64)>) -> Vec<(String, u64)> {
+    counts
+        .into_iter()
+        .map(|(s, n)| (s.sql().to_owned(), n))
+        .collect()
 }

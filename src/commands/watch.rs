@@ -42,9 +42,7 @@ pub fn run(config: Config) -> Result<Outcome, CommandError> {
                 }
             }
         });
-        daemon::watch(config, shutdown)
-            .await
-            .map_err(|e| CommandError::Message(e.to_string()))?;
+        daemon::watch(config, shutdown).await?;
         Ok(Outcome::Clean)
     })
 }

@@ -1,6 +1,7 @@
-//! impact.com's Conversions API: the request body (`form`), and later the client and sandbox.
+//! impact.com's Conversions API: the HTTP `client`, request `pacing`, and the `sandbox`. The
+//! request body (`form`) and the meaning of answers (`response`) are the core's.
 pub mod client;
-pub mod form;
 pub mod pacing;
-pub mod response;
 pub mod sandbox;
+
+pub use impact_drop_core::{form, response};

@@ -5,6 +5,8 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::state::{ConvState, FileState, LineOutcome, StateName};
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: files, conversions, lines, runs, replays.
     r#"
@@ -94,9 +96,73 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// Refuses any value outside its table in every state column, with triggers generated from
+/// the state tables (SQLite cannot add a CHECK to an existing column). They are recreated at
+/// every writable open, so a new state is one row of its table and nothing here.
+pub fn state_checks(conn: &Connection) -> rusqlite::Result<()> {
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    for (table, column, list) in [
+        (
+            FileState::COLUMN.0,
+            FileState::COLUMN.1,
+            FileState::sql_list(),
+        ),
+        (
+            ConvState::COLUMN.0,
+            ConvState::COLUMN.1,
+            ConvState::sql_list(),
+        ),
+        (
+            LineOutcome::COLUMN.0,
+            LineOutcome::COLUMN.1,
+            LineOutcome::sql_list(),
+        ),
+    ] {
+        for event in ["INSERT", "UPDATE"] {
+            let name = format!("check_{table}_{column}_{}", event.to_lowercase());
+            sql.push_str(&format!(
+                "DROP TRIGGER IF EXISTS {name};\n\
+                 CREATE TRIGGER {name} BEFORE {event} ON {table}\n\
+                 WHEN NEW.{column} NOT IN {list}\n\
+                 BEGIN SELECT RAISE(ABORT, '{table}.{column}: unknown state'); END;\n"
+            ));
+        }
+    }
+    sql.push_str("COMMIT;");
+    conn.execute_batch(&sql)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_state_is_refused_by_the_database() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        state_checks(&c).unwrap();
+        state_checks(&c).unwrap();
+        c.execute(
+            "INSERT INTO files (content_hash, path, size, state, first_seen)
+             VALUES ('h', 'p', 1, 'processing', 'now')",
+            [],
+        )
+        .unwrap();
+        let e = c
+            .execute("UPDATE files SET state = 'finished'", [])
+            .unwrap_err();
+        assert!(e.to_string().contains("files.state: unknown state"), "{e}");
+        let e = c
+            .execute(
+                "INSERT INTO lines (file_id, line, hash, outcome) VALUES (1, 2, x'00', 'lost')",
+                [],
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("lines.outcome: unknown state"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn migrations_apply_once_and_set_the_version() {

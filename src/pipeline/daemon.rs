@@ -20,14 +20,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::deliver::{Deliverer, Intake};
+use super::health::{self, DaemonState};
+use super::{Delivery, Intake, Record};
 use crate::config::{Config, Secret};
-use crate::http::{self, DaemonState};
 use crate::impact::client::Client;
 use crate::impact::pacing::Pacer;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{with_ledger, Ledger, LedgerError, SharedLedger};
 use crate::plan::Mode;
-use crate::submit::{self, with_ledger, SharedLedger};
+use crate::submit;
 use crate::watch::{self, Hint, Settler, WatchOptions};
 
 /// How often an unresolved credentials problem is logged again.
@@ -46,14 +46,24 @@ pub enum DaemonError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error("{0}")]
-    Setup(String),
+    Transport(String),
+    #[error(
+        "the drop folder {} does not exist or is not a folder: create it or fix [source] drop_dir",
+        .0.display()
+    )]
+    NoDropDir(std::path::PathBuf),
+    #[error("cannot listen on {addr} ([http] listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs until `shutdown` fires; returns after the grace period at the latest.
 pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let sid = config.impact.require_account_sid()?.to_owned();
     match config.check_transport() {
-        Err(e) => return Err(DaemonError::Setup(e)),
+        Err(e) => return Err(DaemonError::Transport(e)),
         Ok(Some(w)) => tracing::warn!("{w}"),
         Ok(None) => {}
     }
@@ -62,22 +72,17 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
     }
     let opts = WatchOptions::from_config(&config);
     if !opts.dir.is_dir() {
-        return Err(DaemonError::Setup(format!(
-            "the drop folder {} does not exist or is not a folder: create it or fix [source] drop_dir",
-            opts.dir.display()
-        )));
+        return Err(DaemonError::NoDropDir(opts.dir.clone()));
     }
     let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::open(&config.ledger.path)?));
     let run_id = with_ledger(&ledger, |l| l.start_run("watch", "")).await?;
-    let deliverer = Arc::new(Deliverer::new(config.clone(), ledger.clone()));
+    let deliverer = Arc::new(Delivery::new(config.clone(), ledger.clone()));
     let state = Arc::new(DaemonState::default());
     let http_stop = CancellationToken::new();
     if let Some(addr) = config.http.listen {
-        let bound = http::serve(addr, state.clone(), ledger.clone(), http_stop.clone())
+        let bound = health::serve(addr, state.clone(), ledger.clone(), http_stop.clone())
             .await
-            .map_err(|e| {
-                DaemonError::Setup(format!("cannot listen on {addr} ([http] listen): {e}"))
-            })?;
+            .map_err(|source| DaemonError::Listen { addr, source })?;
         tracing::info!("health on http://{bound}/healthz, metrics on http://{bound}/metrics");
     }
 
@@ -150,8 +155,10 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
                 break;
             }
             let (d, p) = (deliverer.clone(), path.clone());
-            let result =
-                tokio::task::spawn_blocking(move || d.intake(&p, Mode::Normal, run_id)).await;
+            let result = tokio::task::spawn_blocking(move || {
+                d.intake(&p, Mode::Normal, Record::Yes { run_id })
+            })
+            .await;
             let Ok(result) = result else { continue };
             match result {
                 Ok(intake) => {
@@ -259,7 +266,7 @@ fn start_watcher(
 }
 
 /// Finishes every open file whose conversions are all final (rejects file, archive).
-async fn finish_files(deliverer: &Arc<Deliverer>, ledger: &SharedLedger, state: &Arc<DaemonState>) {
+async fn finish_files(deliverer: &Arc<Delivery>, ledger: &SharedLedger, state: &Arc<DaemonState>) {
     let Ok(open) = with_ledger(ledger, |l| l.open_files()).await else {
         return;
     };

@@ -1,403 +1,616 @@
-//! Wires the stages: read → map → group → validate for one file (`process_file`), and, in
-//! `deliver`, plan → record → submit → archive for `run` and `send`.
+//! The delivery service, the one module that wires the stages, used by `run`, `send`,
+//! `send --dry-run` and `watch` alike:
 //!
-//! This is the only module that knows every stage. `process_file`'s callback receives each
-//! valid conversion as soon as its file has been read whole (an order is complete only then).
+//! `intake`: a file's content hash → ledger dedup → the core's intake (read … validate) →
+//! the content verified unchanged → plan against the ledger → recorded (or, in a dry run, only
+//! reported); `deliver` (run/send): intake of every file, then `submit`, then `finish`;
+//! `finish`: rejects file and archive once every conversion of a file is final.
+//!
+//! A dry run goes through the very same `intake` with a read-only ledger (or an empty one),
+//! so what it predicts is what a run would send.
 
 pub mod daemon;
-pub mod deliver;
+pub mod health;
 
-use std::io::BufRead;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use crate::config::Config;
-use crate::group::{Grouper, Keying};
-use crate::model::{Field, LineRef, Problem};
-use crate::profile::map::{CsvMapper, JsonMapper};
-use crate::profile::Profile;
-use crate::read::csv::{CsvReader, SkipCounts};
-use crate::read::jsonl::JsonlReader;
-use crate::read::{self, Decoding, FileKind, ReadError};
-use crate::validate::{validate, Conversion, Invalid, Rules};
+use tokio_util::sync::CancellationToken;
 
-/// Everything the stages need, built once from the config.
-#[derive(Clone, Debug)]
-pub struct Stages {
-    pub profile: Profile,
-    pub rules: Rules,
-    pub keying: Keying,
-    pub decoding: Decoding,
-    pub delimiter: Option<u8>,
+use crate::archive::{self, content_hash, dated_dir, move_into, mtime_text, write_rejects};
+use crate::config::{Config, ConfigError};
+use crate::impact::client::Client;
+use crate::impact::form;
+use crate::impact::pacing::Pacer;
+use crate::intake::{process_file, FileReport, Stages};
+use crate::ledger::{
+    with_ledger, ConvState, FileCounts, FileRecord, FileState, Ledger, LedgerError, NewConversion,
+    PlanFile, SharedLedger,
+};
+use crate::model::{LineHash, LineRef, Problem};
+use crate::plan::{self, Changed, Mode};
+use crate::read::ReadError;
+use crate::submit::{self, Progress, Summary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Plain http to another host: conversions and the token would cross the network
+    /// unencrypted.
+    #[error("{0}")]
+    Transport(String),
+    #[error(
+        "cannot read the drop folder {dir}: {source}; check [source] drop_dir",
+        dir = .dir.display()
+    )]
+    DropDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+    #[error("a background task failed: {0}")]
+    Task(String),
 }
 
-impl Stages {
-    pub fn from_config(config: &Config) -> Stages {
-        let profile = Profile::from_config(config);
-        let mut rules = Rules::new(config.impact.endpoint);
-        rules.defaults = config.defaults.clone();
-        rules.defaults.extend(profile.constants.iter().cloned());
-        rules.item_constants = profile.item_constants.clone();
-        rules.timezone = config.source.timezone;
-        rules.date_formats = config.source.date_formats.clone();
-        rules.allow_event_date_now = config.source.allow_event_date_now;
-        rules.decimal_comma = config.source.decimal_comma;
-        rules.strip_currency_symbols = config.source.strip_currency_symbols;
-        let keying = Keying {
-            event_fields: rules.event_fields(),
-            default_campaign: rules.default_for(Field::CAMPAIGN_ID).map(str::to_owned),
-            default_event: rules
-                .event_fields()
-                .into_iter()
-                .find_map(|f| rules.default_for(f).map(|v| (f, v.to_owned()))),
-        };
-        Stages {
-            profile,
-            rules,
-            keying,
-            decoding: Decoding {
-                encoding: config.source.encoding,
-                max_bytes: Some(config.source.max_file_bytes),
-            },
-            delimiter: config.source.delimiter,
-        }
+impl DeliverError {
+    /// Fatal errors stop the command (the ledger cannot be written); the rest cost one file.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, DeliverError::Read(_) | DeliverError::Io { .. })
     }
 }
 
-/// What reading one file found: every row is counted as valid, invalid or skipped.
+fn task_failed(e: tokio::task::JoinError) -> DeliverError {
+    DeliverError::Task(e.to_string())
+}
+
+/// What a file's plan decided, for the report.
 #[derive(Debug, Default)]
-pub struct FileReport {
-    pub path: PathBuf,
-    pub kind: Option<FileKind>,
-    /// Data rows (CSV records or non-blank JSON lines), header excluded.
-    pub rows: u64,
-    pub skipped: SkipCounts,
-    pub valid_conversions: u64,
-    pub valid_rows: u64,
-    pub invalid: Vec<Invalid>,
-    /// Rows that belong to no order (no OrderId, unreadable JSON line).
-    pub stray_lines: Vec<LineRef>,
-    pub stray_problems: Vec<Problem>,
-    /// Problems with the file as a whole (header): every row is invalid.
-    pub file_problems: Vec<Problem>,
-    /// Things worth saying that do not make anything invalid.
-    pub notes: Vec<String>,
-    /// Orders skipped by a filter (a status the operator does not send).
-    pub filtered: Vec<Filtered>,
-    /// Where each API field came from in this file (column or JSON path).
-    pub sources: Vec<(crate::model::Field, String)>,
+pub struct PlanCounts {
+    pub queued: u64,
+    /// In a dry run: the conversions that would be sent, with their bodies.
+    pub would_send: Vec<NewConversion>,
+    pub already_sent: u64,
+    pub already_pending: u64,
+    pub already_rejected: u64,
+    pub resent_accepted: u64,
+    pub changed: Vec<Changed>,
 }
 
-/// An order a filter skipped: never sent, never lost, listed with its reason.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Filtered {
-    pub order_id: String,
-    #[serde(serialize_with = "lines_only")]
-    pub lines: Vec<LineRef>,
-    pub reason: String,
+/// What intake did with a file.
+#[derive(Debug)]
+pub enum Intake {
+    /// Read, planned and recorded (new content, or a replay of known content). In a dry run
+    /// nothing is recorded and `file_id` is `None`.
+    Planned {
+        file_id: Option<i64>,
+        report: Box<FileReport>,
+        plan: PlanCounts,
+    },
+    /// The same content as a file seen before: nothing is sent.
+    Duplicate { file_id: i64, of: FileRecord },
+    /// This very file was being processed when an earlier run stopped: its conversions are
+    /// in the ledger and go from there.
+    Resumed { file_id: i64 },
 }
 
-fn lines_only<S: serde::Serializer>(lines: &[LineRef], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(lines.iter().map(|l| l.line))
+/// How a file ended up once its conversions were all final.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub archived_to: Option<PathBuf>,
+    pub rejects: Option<PathBuf>,
+    /// Rows in the rejects file.
+    pub rejected_rows: usize,
+    /// The file changed on disk since it was read: left in place to be read again.
+    pub changed_on_disk: bool,
 }
 
-/// The reason a filter skips this order (or, with `rows`, this row), if one does, naming the
-/// column the file used.
-pub fn filter_reason(
-    order: &crate::model::FieldSet,
-    filters: &[crate::profile::Filter],
-    sources: &[(crate::model::Field, String)],
-    rows: bool,
-) -> Option<String> {
-    filters.iter().filter(|f| f.rows == rows).find_map(|f| {
-        let value = order.get(f.slot)?;
-        let column = sources
-            .iter()
-            .find(|(slot, _)| *slot == f.slot)
-            .map(|(_, c)| c.as_str())
-            .or(f.sources.first().map(String::as_str))
-            .unwrap_or("");
-        if f.when_present {
-            return Some(format!("{column} is set (\"{value}\")"));
+impl Intake {
+    /// The file's id in the ledger (`None` only for a file a dry run would record).
+    pub fn file_id(&self) -> Option<i64> {
+        match self {
+            Intake::Planned { file_id, .. } => *file_id,
+            Intake::Duplicate { file_id, .. } | Intake::Resumed { file_id } => Some(*file_id),
         }
-        f.skip
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(value))
-            .then(|| format!("{column} is \"{value}\""))
-    })
-}
-
-impl FileReport {
-    pub fn filtered_rows(&self) -> u64 {
-        self.filtered.iter().map(|f| f.lines.len() as u64).sum()
-    }
-
-    pub fn invalid_rows(&self) -> u64 {
-        self.rows
-            .saturating_sub(self.valid_rows + self.filtered_rows())
-    }
-
-    pub fn is_clean(&self) -> bool {
-        self.invalid_rows() == 0 && self.file_problems.is_empty() && self.stray_problems.is_empty()
     }
 }
 
-/// An I/O error while reading `path` near `line`.
-fn io_at(path: &Path, line: u64) -> impl FnOnce(std::io::Error) -> ReadError {
-    let path = path.to_owned();
-    move |source| ReadError::Io { path, line, source }
+/// Whether intake records what it decides (`run`, `send`, `watch`) or only reports it
+/// (`send --dry-run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    Yes { run_id: i64 },
+    DryRun,
 }
 
-/// Reads, maps, groups and validates one file. Each valid conversion goes to `on_valid`;
-/// invalid orders, stray rows and file problems are in the report.
-pub fn process_file(
-    stages: &Stages,
-    path: &Path,
-    on_valid: &mut dyn FnMut(Conversion),
-) -> Result<FileReport, ReadError> {
-    let io_err = |line: u64| io_at(path, line);
-    let mut input = read::open(path, stages.decoding)?;
-    let kind = match FileKind::from_path(path) {
-        Some(k) => k,
-        None => sniff_kind(&mut input).map_err(io_err(1))?,
-    };
-    process_reader(stages, path, kind, input, on_valid)
+/// The delivery service: a config, the core's stages built from it, and the ledger.
+pub struct Delivery {
+    pub config: Config,
+    pub stages: Stages,
+    pub ledger: SharedLedger,
 }
 
-/// The same as [`process_file`] for bytes already opened and decoded (fuzzing, tests).
-pub fn process_reader(
-    stages: &Stages,
-    path: &Path,
-    kind: FileKind,
-    input: Box<dyn BufRead + Send>,
-    on_valid: &mut dyn FnMut(Conversion),
-) -> Result<FileReport, ReadError> {
-    let io_err = |line: u64| io_at(path, line);
-    let mut report = FileReport {
-        path: path.to_owned(),
-        kind: Some(kind),
-        ..FileReport::default()
-    };
-    let mut grouper = Grouper::new(stages.keying.clone());
-    match kind {
-        FileKind::Csv => {
-            let Some(mut reader) = CsvReader::new(input, stages.delimiter).map_err(io_err(1))?
-            else {
-                report.notes.push("empty file: nothing to do".into());
-                return Ok(report);
-            };
-            let mut mapper = CsvMapper::new(&stages.profile, reader.header());
-            report.sources = mapper.sources();
-            report.file_problems = std::mem::take(&mut mapper.file_problems);
-            report
-                .file_problems
-                .extend(missing_columns(stages, &mapper, reader.header()));
-            if !mapper.unused.is_empty() {
-                let n = mapper.unused.len();
-                let shown: Vec<&str> = mapper.unused.iter().take(12).map(String::as_str).collect();
-                report.notes.push(format!(
-                    "{n} column{} not used by the \"{}\" profile: {}{}",
-                    if n == 1 { "" } else { "s" },
-                    stages.profile.name,
-                    shown.join(", "),
-                    if n > shown.len() {
-                        format!(" and {} more", n - shown.len())
-                    } else {
-                        String::new()
-                    }
-                ));
+fn lock(
+    ledger: &SharedLedger,
+) -> Result<std::sync::MutexGuard<'_, crate::ledger::Ledger>, LedgerError> {
+    ledger
+        .lock()
+        .map_err(|_| LedgerError::Internal("the ledger lock was poisoned".into()))
+}
+
+impl Delivery {
+    pub fn new(config: Config, ledger: SharedLedger) -> Delivery {
+        Delivery {
+            stages: config.stages(),
+            config,
+            ledger,
+        }
+    }
+
+    /// For a dry run: the ledger read-only without its lock, or an empty one when none
+    /// exists yet.
+    pub fn read_only(config: Config) -> Result<Delivery, DeliverError> {
+        let ledger = match Ledger::open_read(&config.ledger.path) {
+            Ok(l) => l,
+            Err(LedgerError::Missing { .. }) => Ledger::in_memory()?,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Delivery::new(config, Arc::new(Mutex::new(ledger))))
+    }
+
+    /// Takes one file in (blocking: reads the file and the ledger).
+    pub fn intake(&self, path: &Path, mode: Mode, record: Record) -> Result<Intake, DeliverError> {
+        let io = |e| DeliverError::Io {
+            path: path.to_owned(),
+            source: e,
+        };
+        let (hash, size) = content_hash(path).map_err(io)?;
+        let shown = path.display().to_string();
+        let found = lock(&self.ledger)?.file_by_hash(&hash)?;
+        let file = match (found, mode) {
+            (Some(f), Mode::Normal) if f.state == FileState::Processing && f.path == shown => {
+                return Ok(Intake::Resumed { file_id: f.id });
             }
-            let refuse = !report.file_problems.is_empty();
-            let mut last_line = reader.header().line;
-            loop {
-                let next = reader.next_record().map_err(io_err(last_line + 1))?;
-                let Some((line, hash, record)) = next else {
-                    break;
+            (Some(f), Mode::Normal) => {
+                let file_id = match record {
+                    Record::Yes { .. } => {
+                        lock(&self.ledger)?.insert_duplicate(&hash, &shown, size, f.id)?
+                    }
+                    Record::DryRun => f.id,
                 };
-                last_line = line;
-                report.rows += 1;
-                if !refuse {
-                    let row = mapper.map(line, hash, record);
-                    if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
-                        grouper.push(row);
-                    }
-                }
+                tracing::info!(file = %shown, duplicate_of = f.id, "same content as {}: nothing sent", f.path);
+                return Ok(Intake::Duplicate { file_id, of: f });
             }
-            report.skipped = reader.skipped;
-            if report.rows == 0 && !refuse {
-                report
-                    .notes
-                    .push("header only, no rows: nothing to do".into());
-            }
+            (Some(f), Mode::Replay { .. }) => PlanFile::Existing(f.id),
+            (None, _) => PlanFile::New {
+                content_hash: hash.clone(),
+                path: shown.clone(),
+                size,
+                mtime: mtime_text(path),
+            },
+        };
+        if record != Record::DryRun {
+            fault_hook_after_hash();
         }
-        FileKind::Jsonl => {
-            let mut reader = JsonlReader::new(input);
-            let mut mapper = JsonMapper::new(&stages.profile);
-            report.sources = crate::model::Field::all()
-                .filter_map(|f| stages.profile.describe_source(f).map(|s| (f, s)))
-                .collect();
-            let mut last_line = 0;
-            loop {
-                let next = reader.next_record().map_err(io_err(last_line + 1))?;
-                let Some((line, hash, parsed)) = next else {
-                    break;
-                };
-                last_line = line;
-                report.rows += 1;
-                match parsed {
-                    Ok(obj) => {
-                        let row = mapper.map(line, hash, &obj);
-                        if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
-                            grouper.push(row);
-                        }
-                    }
-                    Err(message) => {
-                        report.stray_lines.push(LineRef { line, hash });
-                        report
-                            .stray_problems
-                            .push(Problem::new(Some(line), None, message));
-                    }
-                }
-            }
-            report.skipped = reader.skipped;
-            for p in mapper.never_seen() {
-                report.notes.push(p.to_string());
-            }
-            if report.rows == 0 {
-                report.notes.push("no JSON lines: nothing to do".into());
-            }
-        }
-    }
-    // Orders are complete only now; each is validated and handed on, then freed.
-    let rules = &stages.rules;
-    let filters = &stages.profile.filters;
-    let sources = &report.sources;
-    let (mut valid_conversions, mut valid_rows, mut invalid) = (0u64, 0u64, Vec::new());
-    let mut filtered = Vec::new();
-    let strays = grouper.finish_each(|draft| {
-        if let Some(reason) = filter_reason(&draft.order, filters, sources, false) {
-            filtered.push(Filtered {
-                order_id: draft.order_id,
-                lines: draft.lines,
-                reason,
-            });
-            return;
-        }
-        match validate(draft, rules) {
-            Ok(conversion) => {
-                valid_conversions += 1;
-                valid_rows += conversion.lines().len() as u64;
-                on_valid(conversion);
-            }
-            Err(inv) => invalid.push(*inv),
-        }
-    });
-    report.filtered.extend(filtered);
-    report.valid_conversions = valid_conversions;
-    report.valid_rows = valid_rows;
-    report.invalid = invalid;
-    report.stray_lines.extend(strays.lines);
-    report.stray_problems.extend(strays.problems);
-    report.stray_problems.sort_by_key(|p| p.line);
-    Ok(report)
-}
-
-/// Applies row-level filters: a matching row is recorded as filtered and not grouped.
-fn skip_row(
-    row: &crate::model::Row,
-    stages: &Stages,
-    sources: &[(crate::model::Field, String)],
-    filtered: &mut Vec<Filtered>,
-) -> bool {
-    let Some(reason) = filter_reason(&row.order, &stages.profile.filters, sources, true) else {
-        return false;
-    };
-    filtered.push(Filtered {
-        order_id: row
-            .order
-            .get(crate::model::Field::ORDER_ID)
-            .unwrap_or("")
-            .to_owned(),
-        lines: vec![LineRef {
-            line: row.line,
-            hash: row.hash,
-        }],
-        reason: format!("row skipped: {reason}"),
-    });
-    true
-}
-
-/// Required fields no column gives and no default or constant supplies: every row would fail
-/// the same way, so the file is refused once, naming the field and the columns it has.
-fn missing_columns(
-    stages: &Stages,
-    mapper: &CsvMapper,
-    header: &crate::read::csv::Header,
-) -> Vec<Problem> {
-    stages
-        .rules
-        .required()
-        .iter()
-        .filter(|group| {
-            !group
-                .iter()
-                .any(|f| mapper.has(*f) || stages.rules.default_for(*f).is_some())
-        })
-        .map(|group| {
-            let names: Vec<&str> = group.iter().map(|f| f.name()).collect();
-            let what = if names.len() == 1 {
-                names[0].to_owned()
-            } else {
-                format!("any of {}", names.join(", "))
-            };
-            Problem::new(
-                Some(header.line),
-                Some(names[0]),
-                format!(
-                    "no column gives {what} (the columns are: {}); name a column {}, map one \
-                     in [mapping] ({} = \"Your Column\") or set it in [defaults]",
-                    header.names.join(", "),
-                    names[0],
-                    names[0]
+        let mut conversions = Vec::new();
+        let report = process_file(&self.stages, path, &mut |c| {
+            let body = form::encode(&c);
+            conversions.push((c, body));
+        })?;
+        // The content must still be what was hashed: a file rewritten or truncated while it
+        // was read is not planned (no order goes with part of its rows); it is read again
+        // once it settles.
+        let (after, _) = content_hash(path).map_err(io)?;
+        if after != hash {
+            return Err(DeliverError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other(
+                    "the file changed while it was read; nothing was recorded, it is read again once it settles",
                 ),
-            )
+            });
+        }
+        let mut strays: BTreeMap<u64, (LineRef, Vec<Problem>)> = report
+            .stray_lines
+            .iter()
+            .map(|l| (l.line, (*l, Vec::new())))
+            .collect();
+        for p in &report.stray_problems {
+            if let Some(entry) = p.line.and_then(|l| strays.get_mut(&l)) {
+                entry.1.push(p.clone());
+            }
+        }
+        let strays: Vec<(LineRef, Vec<Problem>)> = strays.into_values().collect();
+
+        let mut ledger = lock(&self.ledger)?;
+        let keys: Vec<_> = conversions.iter().map(|(c, _)| c.key()).collect();
+        let known = ledger.known(&keys)?;
+        // Line hashes matter only for orders already accepted (to name the new lines).
+        let hashes: Vec<LineHash> = conversions
+            .iter()
+            .filter(|(c, _)| {
+                known
+                    .get(c.key())
+                    .is_some_and(|k| k.state == ConvState::Accepted)
+            })
+            .flat_map(|(c, _)| c.lines().iter().map(|l| l.hash))
+            .collect();
+        let known_lines: HashSet<LineHash> = ledger.known_lines(&hashes)?;
+        let p = plan::plan(
+            &conversions,
+            &report.invalid,
+            &report.filtered,
+            &strays,
+            &known,
+            &known_lines,
+            mode,
+        );
+        let counts = FileCounts {
+            rows: report.rows,
+            skipped_lines: report.skipped.blank + report.skipped.repeated_headers,
+            invalid_orders: report.invalid.len() as u64,
+        };
+        let Record::Yes { run_id } = record else {
+            return Ok(Intake::Planned {
+                file_id: None,
+                report: Box::new(report),
+                plan: PlanCounts {
+                    queued: p.send.len() as u64,
+                    already_sent: p.already_sent,
+                    already_pending: p.already_pending,
+                    already_rejected: p.already_rejected,
+                    resent_accepted: p.resent_accepted,
+                    changed: p.changed,
+                    would_send: p.send,
+                },
+            });
+        };
+        let (file_id, _) = ledger.record_plan(&file, &p.send, &p.lines, &counts)?;
+        if let Mode::Replay { resend_accepted } = mode {
+            ledger.record_replay(run_id, file_id, resend_accepted, p.send.len() as u64)?;
+        }
+        for c in &p.changed {
+            tracing::warn!(file = %shown, order_id = %c.key.order_id, "order changed after it was sent; adjust it in impact (lines {:?})", c.lines);
+        }
+        Ok(Intake::Planned {
+            file_id: Some(file_id),
+            report: Box::new(report),
+            plan: PlanCounts {
+                would_send: Vec::new(),
+                queued: p.send.len() as u64,
+                already_sent: p.already_sent,
+                already_pending: p.already_pending,
+                already_rejected: p.already_rejected,
+                resent_accepted: p.resent_accepted,
+                changed: p.changed,
+            },
         })
-        .collect()
+    }
+
+    /// Whether `path` sits directly in the drop folder (only those files are moved).
+    pub fn in_drop_dir(&self, path: &Path) -> bool {
+        let dir = std::fs::canonicalize(&self.config.source.drop_dir).ok();
+        let parent = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .and_then(|p| std::fs::canonicalize(p).ok());
+        dir.is_some() && dir == parent
+    }
+
+    /// The archive folder for today.
+    pub fn archive_dir(&self) -> PathBuf {
+        dated_dir(&self.config.source.drop_dir, &self.config.archive.dir)
+    }
+
+    /// Finishes a file whose conversions are all final: writes its rejects file (if any row
+    /// needs fixing) and, when `archive` and the file's content is still what was read, moves
+    /// it to the archive. Returns `None` while conversions are still pending.
+    pub fn finish(
+        &self,
+        file_id: i64,
+        path: &Path,
+        archive: bool,
+    ) -> Result<Option<Finished>, DeliverError> {
+        let (pending, rejected, record) = {
+            let ledger = lock(&self.ledger)?;
+            (
+                ledger.pending_in_file(file_id)?,
+                ledger.rejected_lines(file_id)?,
+                ledger.file(file_id)?,
+            )
+        };
+        if pending > 0 {
+            return Ok(None);
+        }
+        let io = |e| DeliverError::Io {
+            path: path.to_owned(),
+            source: e,
+        };
+        let mut done = Finished::default();
+        let dir = self.archive_dir();
+        let current = if path.exists() {
+            Some(content_hash(path).map_err(io)?.0)
+        } else {
+            None
+        };
+        let same = match (&current, &record) {
+            (Some(now), Some(r)) => *now == r.content_hash,
+            _ => false,
+        };
+        if current.is_some() && !same {
+            done.changed_on_disk = true;
+            tracing::warn!(file = %path.display(), "the file changed since it was read; it stays in place and its new content will be read");
+        }
+        if !rejected.is_empty() && same {
+            let lines: BTreeMap<u64, String> = rejected.into_iter().collect();
+            done.rejected_rows = lines.len();
+            let reading = archive::Reading {
+                decoding: self.stages.decoding,
+                delimiter: self.stages.delimiter,
+            };
+            done.rejects = Some(write_rejects(path, reading, &lines, &dir).map_err(io)?);
+        }
+        if archive && same {
+            done.archived_to = Some(move_into(path, &dir).map_err(io)?);
+            // In marker mode the marker goes with its file.
+            if let Some(m) = &self.config.source.ready_marker {
+                let marker = crate::watch::marker_path(path, m);
+                if marker.exists() {
+                    move_into(&marker, &dir).map_err(io)?;
+                }
+            }
+        }
+        let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        lock(&self.ledger)?.finish_file(
+            file_id,
+            shown(&done.archived_to).as_deref(),
+            shown(&done.rejects).as_deref(),
+        )?;
+        Ok(Some(done))
+    }
+
+    /// Moves a duplicate file to the archive (it is recorded; nothing of it is sent).
+    pub fn archive_duplicate(&self, file_id: i64, path: &Path) -> Result<PathBuf, DeliverError> {
+        let to = move_into(path, &self.archive_dir()).map_err(|e| DeliverError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        lock(&self.ledger)?.set_archived(file_id, &to.display().to_string())?;
+        Ok(to)
+    }
 }
 
-/// A file without a known extension: JSONL if its first non-blank byte is `{`, else CSV.
-fn sniff_kind(input: &mut Box<dyn BufRead + Send>) -> std::io::Result<FileKind> {
-    let head = input.fill_buf()?;
-    Ok(match head.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => FileKind::Jsonl,
-        _ => FileKind::Csv,
+/// Fault injection for the reliability tests, inert unless `IMPACT_DROP_FAULT_HOOK_DIR` is
+/// set (read once per process): after hashing a file, intake writes `<dir>/hashed` and waits
+/// (at most 30 s) for `<dir>/go`, so a test can change the file exactly between the hash
+/// and the read.
+fn fault_hook_after_hash() {
+    static HOOK: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let Some(dir) =
+        HOOK.get_or_init(|| std::env::var_os("IMPACT_DROP_FAULT_HOOK_DIR").map(PathBuf::from))
+    else {
+        return;
+    };
+    let _ = std::fs::write(dir.join("hashed"), b"");
+    let start = std::time::Instant::now();
+    while !dir.join("go").exists() && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// What to deliver.
+pub struct Request {
+    /// `run`, `send` or `demo` (recorded in the ledger's runs).
+    pub command: &'static str,
+    /// The command line, for the audit trail.
+    pub args: String,
+    /// Named files (`send`); `None` scans the drop folder (`run`).
+    pub files: Option<Vec<PathBuf>>,
+    pub mode: Mode,
+}
+
+/// A file as one delivery saw it.
+pub struct Seen {
+    pub path: PathBuf,
+    pub file_id: i64,
+    /// `None` for a file an earlier run left unfinished.
+    pub intake: Option<Intake>,
+    pub finished: Option<Finished>,
+    pub archived_duplicate: Option<PathBuf>,
+    /// What the ledger holds for the file once the delivery ended.
+    pub stats: Option<crate::ledger::FileStats>,
+}
+
+/// What one delivery did, for the command's report.
+pub struct Delivered {
+    pub seen: Vec<Seen>,
+    /// Files that could not be taken in, with why.
+    pub unreadable: Vec<DeliverError>,
+    pub summary: Summary,
+    /// Conversions still pending when it ended.
+    pub pending: u64,
+}
+
+/// The files a request names: the named files (folders expanded), or the drop folder's
+/// ready files.
+pub fn request_paths(
+    config: &Config,
+    files: Option<&[PathBuf]>,
+) -> Result<Vec<PathBuf>, DeliverError> {
+    match files {
+        Some(files) => Ok(crate::watch::expand_paths(files, &config.source.ignore)?),
+        None => Ok(
+            crate::watch::scan(&crate::watch::WatchOptions::from_config(config))
+                .map_err(|source| DeliverError::DropDir {
+                    dir: config.source.drop_dir.clone(),
+                    source,
+                })?
+                .into_iter()
+                .filter(|c| c.marked)
+                .map(|c| c.path)
+                .collect(),
+        ),
+    }
+}
+
+/// Checks done before anything is sent: the account, the token, the transport.
+pub fn preflight(config: &Config) -> Result<(String, crate::config::Secret), DeliverError> {
+    let sid = config.impact.require_account_sid()?.to_owned();
+    let token = config.impact.auth_token()?;
+    match config.check_transport() {
+        Err(e) => return Err(DeliverError::Transport(e)),
+        Ok(Some(w)) => tracing::warn!("{w}"),
+        Ok(None) => {}
+    }
+    for w in config.permission_warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok((sid, token))
+}
+
+/// `run` and `send`: every file taken in (read, planned, recorded) before anything is sent;
+/// then everything pending is submitted; then every file whose conversions are final is
+/// finished. `progress` is made once the number of pending conversions is known.
+pub async fn deliver(
+    config: &Config,
+    request: Request,
+    cancel: CancellationToken,
+    progress: impl FnOnce(u64) -> Arc<dyn Progress>,
+) -> Result<Delivered, DeliverError> {
+    let (sid, token) = preflight(config)?;
+    let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::open(&config.ledger.path)?));
+    let run_id = with_ledger(&ledger, {
+        let (cmd, args) = (request.command, request.args.clone());
+        move |l| l.start_run(cmd, &args)
+    })
+    .await?;
+    let delivery = Arc::new(Delivery::new(config.clone(), ledger.clone()));
+
+    // Intake: every file read, planned and recorded before anything is sent.
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in request_paths(config, request.files.as_deref())? {
+        let (d, p, mode) = (delivery.clone(), path.clone(), request.mode);
+        let result =
+            tokio::task::spawn_blocking(move || d.intake(&p, mode, Record::Yes { run_id }))
+                .await
+                .map_err(task_failed)?;
+        match result {
+            Ok(intake) => seen.push(Seen {
+                path,
+                file_id: intake.file_id().unwrap_or_default(),
+                intake: Some(intake),
+                finished: None,
+                archived_duplicate: None,
+                stats: None,
+            }),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => unreadable.push(e),
+        }
+    }
+    // Files an earlier run left unfinished are finished too.
+    for f in with_ledger(&ledger, |l| l.open_files()).await? {
+        if !seen.iter().any(|s| s.file_id == f.id) {
+            seen.push(Seen {
+                path: PathBuf::from(&f.path),
+                file_id: f.id,
+                intake: None,
+                finished: None,
+                archived_duplicate: None,
+                stats: None,
+            });
+        }
+    }
+
+    // Submit everything pending (this run's and any left from before).
+    let pending = with_ledger(&ledger, |l| l.pending_count()).await?;
+    let client = Arc::new(
+        Client::new(&config.impact, &sid, token)
+            .map_err(|e| DeliverError::Client(e.to_string()))?,
+    );
+    let pacer = Arc::new(Pacer::new(config.impact.requests_per_hour));
+    let opts = submit::Options {
+        max_in_flight: config.impact.max_in_flight,
+        give_up_after: Some(Duration::from_secs(config.impact.give_up_after_secs)),
+        retry_cap: Duration::from_secs(config.impact.retry_cap_secs),
+        batch: 64,
+    };
+    let summary = submit::send_pending(
+        ledger.clone(),
+        client,
+        pacer,
+        opts,
+        cancel,
+        progress(pending),
+        None,
+    )
+    .await?;
+
+    // Finish: rejects files and archive for every file whose conversions are all final.
+    for s in &mut seen {
+        let archive = delivery.in_drop_dir(&s.path);
+        let (d, id, p) = (delivery.clone(), s.file_id, s.path.clone());
+        if let Some(Intake::Duplicate { .. }) = &s.intake {
+            if archive && s.path.exists() {
+                s.archived_duplicate =
+                    tokio::task::spawn_blocking(move || d.archive_duplicate(id, &p))
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+            }
+            continue;
+        }
+        s.finished = tokio::task::spawn_blocking(move || d.finish(id, &p, archive))
+            .await
+            .map_err(task_failed)??;
+    }
+    for s in &mut seen {
+        let id = s.file_id;
+        s.stats = with_ledger(&ledger, move |l| l.file_stats(Some(id), 1))
+            .await?
+            .into_iter()
+            .next();
+    }
+    let left = with_ledger(&ledger, |l| l.pending_count()).await?;
+    let text = format!("{summary:?}; pending {left}");
+    with_ledger(&ledger, move |l| l.finish_run(run_id, &text)).await?;
+    Ok(Delivered {
+        seen,
+        unreadable,
+        summary,
+        pending: left,
     })
 }
 
-/// The files a list of paths names: files as given; directories expanded (not recursively)
-/// to the exports inside them, sorted by name, temp names skipped.
-pub fn expand_paths(paths: &[PathBuf], ignore: &[String]) -> Result<Vec<PathBuf>, ReadError> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let entries = std::fs::read_dir(p).map_err(|e| ReadError::Open {
-                path: p.clone(),
-                source: e,
-            })?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|f| f.is_file())
-                .filter(|f| {
-                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-                    !ignore.iter().any(|g| crate::watch::glob_match(g, name))
-                        && FileKind::from_path(f).is_some()
-                })
-                .collect();
-            found.sort();
-            out.extend(found);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
+/// One dry-run result per file.
+pub type DryRun = Vec<(PathBuf, Result<Intake, DeliverError>)>;
+
+/// `send --dry-run`: the same intake as `send`, against the ledger read-only; nothing is
+/// sent or recorded. One result per file.
+pub fn dry_run(config: &Config, files: &[PathBuf], mode: Mode) -> Result<DryRun, DeliverError> {
+    let delivery = Delivery::read_only(config.clone())?;
+    Ok(request_paths(config, Some(files))?
+        .into_iter()
+        .map(|path| {
+            let result = delivery.intake(&path, mode, Record::DryRun);
+            (path, result)
+        })
+        .collect())
 }

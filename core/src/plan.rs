@@ -13,8 +13,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::ledger::{ConvRef, ConvState, Known, LineOutcome, NewConversion, NewLine};
 use crate::model::{ConversionKey, LineHash, LineRef, Problem};
+use crate::state::{ConvRef, ConvState, Known, LineOutcome, NewConversion, NewLine};
 use crate::validate::{Conversion, Invalid};
 
 /// Normal processing, or an operator's replay of a file.
@@ -55,7 +55,7 @@ pub fn payload_hash(body: &str) -> String {
 pub fn plan(
     conversions: &[(Conversion, String)],
     invalid: &[Invalid],
-    filtered: &[crate::pipeline::Filtered],
+    filtered: &[crate::intake::Filtered],
     strays: &[(LineRef, Vec<Problem>)],
     known: &HashMap<ConversionKey, Known>,
     known_lines: &HashSet<LineHash>,
@@ -230,8 +230,8 @@ pub fn describe(problems: &[Problem]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Endpoint;
     use crate::model::{Field, FieldSet, OrderDraft};
+    use crate::settings::Endpoint;
     use crate::validate::{validate, Rules};
 
     fn conversion(order: &str, sku: &str, line: u64) -> (Conversion, String) {
@@ -261,7 +261,7 @@ mod tests {
             problems: vec![],
         };
         let c = validate(draft, &rules).unwrap();
-        let body = crate::impact::form::encode(&c);
+        let body = crate::form::encode(&c);
         (c, body)
     }
 

@@ -523,8 +523,8 @@ fn scalar(v: &Value) -> Result<Option<String>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Source;
     use crate::read::csv::CsvReader;
+    use crate::settings::Source;
 
     fn csv_rows(profile: &Profile, data: &'static [u8]) -> (CsvMapper, Vec<Row>) {
         let mut r = CsvReader::new(Box::new(data), None).unwrap().unwrap();

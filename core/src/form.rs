@@ -46,8 +46,8 @@ pub fn encode(conversion: &Conversion) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Endpoint;
     use crate::model::{Field, FieldSet, LineHash, LineRef, OrderDraft};
+    use crate::settings::Endpoint;
     use crate::validate::{validate, Rules};
 
     /// The seed's example: "2 toy sets at $40 USD each and 1 doll at $6.99 USD".

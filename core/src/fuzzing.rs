@@ -1,16 +1,17 @@
-//! Entry points for the fuzz targets (`fuzz/`) and their regression tests: each runs one
-//! stage on arbitrary bytes and must never panic.
+//! Entry points for the fuzz targets (`fuzz/`, feature `fuzzing`) and their regression
+//! tests: each runs one stage on arbitrary bytes and must never panic. Not in the shipped
+//! binary.
 
 use std::path::Path;
 
-use crate::config::Endpoint;
 use crate::group::Keying;
-use crate::impact::{form, response, sandbox};
+use crate::intake::{process_reader, Stages};
 use crate::model::Field;
-use crate::pipeline::{process_reader, Stages};
 use crate::profile::Profile;
 use crate::read::{decode, Decoding, FileKind};
+use crate::settings::Endpoint;
 use crate::validate::Rules;
+use crate::{contract, form, response};
 
 fn stages(preset: &str) -> Stages {
     let mut profile = Profile::preset(preset).unwrap_or_else(Profile::impact);
@@ -18,23 +19,23 @@ fn stages(preset: &str) -> Stages {
         profile.apply_mapping(&[
             (
                 Field::ORDER_ID,
-                crate::config::Source::Column("order.id".into()),
+                crate::settings::Source::Column("order.id".into()),
             ),
             (
                 Field::EVENT_DATE,
-                crate::config::Source::Column("Date".into()),
+                crate::settings::Source::Column("Date".into()),
             ),
             (
                 Field::ITEM_SKU,
-                crate::config::Source::Column("items[].sku".into()),
+                crate::settings::Source::Column("items[].sku".into()),
             ),
             (
                 Field::ITEM_PRICE,
-                crate::config::Source::Column("price".into()),
+                crate::settings::Source::Column("price".into()),
             ),
             (
                 Field::ITEM_QUANTITY,
-                crate::config::Source::Value("1".into()),
+                crate::settings::Source::Value("1".into()),
             ),
         ]);
     }
@@ -100,8 +101,8 @@ pub fn run_response(data: &[u8]) {
 /// The sandbox's contract checks on a form body.
 pub fn run_sandbox_form(data: &[u8]) {
     let fields: Vec<(String, String)> = form_urlencoded::parse(data).into_owned().collect();
-    let _ = sandbox::check("partner", &fields);
-    let _ = sandbox::check("brand", &fields);
+    let _ = contract::check("partner", &fields);
+    let _ = contract::check("brand", &fields);
 }
 
 #[cfg(test)]

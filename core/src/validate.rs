@@ -16,8 +16,8 @@ use chrono::{
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
-use crate::config::Endpoint;
 use crate::model::{ConversionKey, Field, FieldSet, Kind, LineRef, OrderDraft, Problem};
+use crate::settings::Endpoint;
 
 /// What validation needs to know besides the draft.
 #[derive(Clone, Debug)]
@@ -1019,7 +1019,7 @@ mod tests {
             "{:?}",
             c.fields().collect::<Vec<_>>()
         );
-        assert!(!crate::impact::form::encode(&c).contains("filter"));
+        assert!(!crate::form::encode(&c).contains("filter"));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 
 pub mod map;
 
-use crate::config::{Config, FilterConfig, Source};
 use crate::model::{Field, Level, MAX_FILTERS};
+use crate::settings::{FilterConfig, Source};
 
 /// A change applied to a value as it is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,11 +315,16 @@ impl Profile {
         })
     }
 
-    /// The profile the config selects, with its `[mapping]` and `[[filter]]` applied.
-    pub fn from_config(config: &Config) -> Profile {
-        let mut p = Profile::preset(&config.source.format).unwrap_or_else(Profile::impact);
-        p.apply_mapping(&config.mapping);
-        if let Some(filters) = &config.filters {
+    /// The profile for a format (an unknown name falls back to `impact`), with `[mapping]`
+    /// and `[[filter]]` applied (`None` keeps the preset's filters).
+    pub fn build(
+        format: &str,
+        mapping: &[(Field, Source)],
+        filters: Option<&[FilterConfig]>,
+    ) -> Profile {
+        let mut p = Profile::preset(format).unwrap_or_else(Profile::impact);
+        p.apply_mapping(mapping);
+        if let Some(filters) = filters {
             p.set_filters(filters);
         }
         p
