@@ -527,3 +527,62 @@ fn the_token_appears_in_no_file_and_no_output() {
         assert!(!hay.contains(TOKEN), "token found in {}", f.display());
     }
 }
+
+/// `send --dry-run` goes through the same intake as `run`: on a folder holding new, already
+/// sent, changed and invalid orders, it predicts exactly the bodies the run then sends.
+#[test]
+fn dry_run_predicts_exactly_what_run_sends() {
+    let env = Env::new("");
+    env.drop_file("day1.csv", &orders(1, 10, 2));
+    assert_eq!(env.run(&["run"]).code, 0);
+    let before = env.sandbox.received().len();
+    assert_eq!(before, 10);
+    // Orders 1–10 again (same content: already sent) with a new item for O-3 (changed after
+    // it was sent), orders 11–14 (new), and an order with a bad price (invalid).
+    let mut day2 = orders(1, 14, 2);
+    day2.push_str("O-3,2025-11-20T10:00:00Z,SKU-NEW,1,5.00\n");
+    day2.push_str("O-99,2025-11-20T10:00:00Z,SKU-99,1,abc\n");
+    env.drop_file("day2.csv", &day2);
+    env.drop_file("other.csv", &orders(20, 3, 1));
+
+    let dry = env.run(&["send", "--dry-run", "drop"]);
+    assert_eq!(dry.code, 1, "invalid rows make the exit 1:\n{}", dry.stdout);
+    let predicted: BTreeSet<String> = dry
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("CampaignId="))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        predicted.len(),
+        7,
+        "4 new + 3 from other.csv:\n{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains(
+            "day2.csv: 30 rows: 4 conversions would be sent, 9 already sent, 0 already \
+             pending, 0 rejected before, 1 changed after sent, 1 orders invalid, 0 filtered"
+        ),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        env.sandbox.received().len(),
+        before,
+        "a dry run sends nothing"
+    );
+
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let sent: BTreeSet<String> = env.sandbox.received()[before..]
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(
+        sent, predicted,
+        "the run sent exactly what the dry run predicted"
+    );
+    assert!(r.stdout.contains("4 conversions accepted"), "{}", r.stdout);
+    assert_every_row_accounted(&env);
+}

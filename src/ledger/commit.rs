@@ -369,24 +369,29 @@ impl Ledger {
     /// The lines of a file that go to its rejects file, with their reasons: invalid rows and
     /// the rows of conversions impact rejected.
     pub fn rejected_lines(&self, file_id: i64) -> Result<Vec<(u64, String)>> {
+        let own_reason: Vec<String> = LineOutcome::ALL
+            .iter()
+            .filter(|o| o.goes_to_rejects())
+            .map(|o| format!("'{}'", o.sql()))
+            .collect();
+        let own_reason = own_reason.join(", ");
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT l.line, CASE
-                    WHEN l.outcome = 'invalid' THEN l.reason
-                    WHEN l.outcome = 'changed_after_sent' THEN l.reason
-                    ELSE 'rejected by impact: ' || COALESCE(c.last_error, '') END
+            .prepare(&format!(
+                "SELECT l.line AS line, CASE
+                    WHEN l.outcome IN ({own_reason}) THEN l.reason
+                    ELSE 'rejected by impact: ' || COALESCE(c.last_error, '') END AS reason
                  FROM lines l LEFT JOIN conversions c ON c.id = l.conversion_id
-                 WHERE l.file_id = ?1 AND (l.outcome IN ('invalid', 'changed_after_sent')
+                 WHERE l.file_id = ?1 AND (l.outcome IN ({own_reason})
                     OR (l.outcome = 'sent' AND c.state = 'rejected'))
-                 ORDER BY l.line",
-            )
+                 ORDER BY l.line"
+            ))
             .map_err(sql(&self.path, "list rejected lines"))?;
         let rows = stmt
             .query_map([file_id], |r| {
                 Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    r.get::<_, i64>("line")? as u64,
+                    r.get::<_, Option<String>>("reason")?.unwrap_or_default(),
                 ))
             })
             .map_err(sql(&self.path, "list rejected lines"))?;
