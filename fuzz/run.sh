@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for SECS seconds (default 600), two at a time, and writes the
 # figures to fuzz/out/results.md. A crash stops with the artifact's path; turn it into a case
-# in src/fuzzing.rs (CORPUS) so `cargo test` keeps it fixed.
+# in core/src/fuzzing.rs (CORPUS) so `cargo test --workspace` keeps it fixed.
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); works on the stable toolchain through
 # RUSTC_BOOTSTRAP=1 (the sanitizer flags are nightly-only). Not needed by `cargo test`.
