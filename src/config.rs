@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::ignore::Ignore;
 use crate::model::{Field, Kind, Level};
 use impact_drop_core::intake::Stages;
+use impact_drop_core::money::SaleRules;
 use impact_drop_core::profile::Profile;
 use impact_drop_core::read::Decoding;
 pub use impact_drop_core::settings::{Endpoint, FilterConfig, Source};
@@ -73,6 +74,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub archive: ArchiveConfig,
     pub http: HttpConfig,
+    /// `[sale]`: which lines and orders are not a sale.
+    pub sale: SaleRules,
     /// `[defaults]`: API fields every conversion gets unless the export has them.
     #[serde(serialize_with = "ser::defaults")]
     pub defaults: Vec<(Field, String)>,
@@ -236,7 +239,18 @@ struct RawConfig {
     archive: RawArchive,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    sale: RawSale,
     filter: Option<Vec<RawFilter>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSale {
+    tip_names: Option<Vec<String>>,
+    exclude_gift_cards: Option<bool>,
+    gift_card_names: Option<Vec<String>>,
+    send_zero_sales: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -457,6 +471,7 @@ fn build(
         ledger,
         archive,
         http,
+        sale,
         filter,
     } = raw;
 
@@ -743,6 +758,15 @@ fn build(
             shutdown_grace_secs,
         },
         http: HttpConfig { listen },
+        sale: {
+            let d = SaleRules::default();
+            SaleRules {
+                tip_names: sale.tip_names.unwrap_or(d.tip_names),
+                exclude_gift_cards: sale.exclude_gift_cards.unwrap_or(d.exclude_gift_cards),
+                gift_card_names: sale.gift_card_names.unwrap_or(d.gift_card_names),
+                send_zero_sales: sale.send_zero_sales.unwrap_or(d.send_zero_sales),
+            }
+        },
         filters: filter
             .or_else(|| (source.preset_filters == Some(false)).then(Vec::new))
             .map(|list| {
@@ -800,7 +824,9 @@ impl Config {
             encoding: self.source.encoding,
             max_bytes: Some(self.source.max_file_bytes),
         };
-        Stages::new(profile, rules, decoding, self.source.delimiter)
+        let mut stages = Stages::new(profile, rules, decoding, self.source.delimiter);
+        stages.sale = self.sale.clone();
+        stages
     }
 
     /// Warnings about files that hold secrets or order data being readable by others: the
@@ -912,6 +938,7 @@ pub fn keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("ledger", fields_of::<RawLedger>()),
         ("archive", fields_of::<RawArchive>()),
         ("http", fields_of::<RawHttp>()),
+        ("sale", fields_of::<RawSale>()),
         ("filter", fields_of::<RawFilter>()),
     ]
 }

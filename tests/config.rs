@@ -46,6 +46,12 @@ dir = "done"
 [http]
 listen = "127.0.0.1:9898"
 
+[sale]
+tip_names = ["Tip", "Trinkgeld"]
+exclude_gift_cards = false
+gift_card_names = ["Voucher*"]
+send_zero_sales = true
+
 [defaults]
 CampaignId = "1000"
 
@@ -89,7 +95,7 @@ fn config_prints_every_key_with_its_value() {
             count += 1;
         }
     }
-    assert!(count >= 36, "only {count} keys enumerated");
+    assert!(count >= 40, "only {count} keys enumerated");
     for (section, key, value) in [
         ("source", "settle_secs", "2.5"),
         ("source", "decimal_separator", "\",\""),

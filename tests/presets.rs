@@ -105,7 +105,7 @@ fn shopify_rows(header: &str) -> Vec<String> {
 }
 
 const SHOPIFY_BODIES: [&str; 2] = [
-    "CampaignId=1000&ActionTrackerId=2000&MediaPartnerId=3000&OrderId=%231050&EventDate=2025-12-07T19:08:24%2B00:00&CurrencyCode=USD&OrderDiscount=10.00&OrderPromoCode=WELCOME10&CustomerCity=Sydney&CustomerCountry=AU&CustomerPostCode=2759&ItemSku1=TOYSET&ItemName1=Toy%20set&ItemBrand1=Acme&ItemQuantity1=2&ItemPrice1=40.00&ItemSku2=DOLL&ItemName2=Doll&ItemBrand2=Acme&ItemQuantity2=1&ItemPrice2=16.99",
+    "CampaignId=1000&ActionTrackerId=2000&MediaPartnerId=3000&OrderId=%231050&EventDate=2025-12-07T19:08:24%2B00:00&CurrencyCode=USD&OrderPromoCode=WELCOME10&CustomerCity=Sydney&CustomerCountry=AU&CustomerPostCode=2759&ItemSku1=TOYSET&ItemName1=Toy%20set&ItemBrand1=Acme&ItemQuantity1=2&ItemPrice1=40.00&ItemTotalDiscount1=8.25&ItemSku2=DOLL&ItemName2=Doll&ItemBrand2=Acme&ItemQuantity2=1&ItemPrice2=16.99&ItemTotalDiscount2=1.75",
     "CampaignId=1000&ActionTrackerId=2000&MediaPartnerId=3000&OrderId=%231052&EventDate=2025-12-08T09:01:10%2B09:00&CurrencyCode=JPY&CustomerPostCode=100-0001&ItemSku1=CUP-1&ItemName1=Cup&ItemQuantity1=3&ItemPrice1=1500",
 ];
 
@@ -190,10 +190,16 @@ fn shopify_csv_order_id_from_id_and_filters_turned_off() {
 /// Shopify bulk JSONL lines; `grouped` puts children right under their parent.
 fn shopify_jsonl(grouped: bool) -> String {
     let order = |id: u32, name: &str, status: &str, extra: &str| {
+        let subtotal = match id {
+            1 => "85.6",
+            4 => "7.0",
+            _ => "20.0",
+        };
         format!(
             "{{\"id\":\"gid:\\/\\/shopify\\/Order\\/{id}\",\"name\":\"{name}\",\"createdAt\":\"2025-06-15T10:30:00Z\",\
              \"currencyCode\":\"USD\",\"displayFinancialStatus\":\"{status}\",\"test\":false,\"discountCodes\":[\"SUMMER5\"],\
-             \"totalDiscountsSet\":{{\"shopMoney\":{{\"amount\":\"5.0\"}}}}{extra}}}"
+             \"totalDiscountsSet\":{{\"shopMoney\":{{\"amount\":\"5.0\"}}}},\
+             \"subtotalPriceSet\":{{\"shopMoney\":{{\"amount\":\"{subtotal}\"}}}}{extra}}}"
         )
     };
     let item = |id: u32, parent: u32, sku: &str, qty: u32, price: &str| {
@@ -228,8 +234,8 @@ fn shopify_jsonl(grouped: bool) -> String {
 #[test]
 fn shopify_jsonl_grouped_and_ungrouped_give_the_same_conversions() {
     let expected = vec![
-        "CampaignId=1000&ActionTrackerId=2000&MediaPartnerId=3000&OrderId=%233001&EventDate=2025-06-15T10:30:00%2B00:00&CurrencyCode=USD&OrderDiscount=5.0&OrderPromoCode=SUMMER5&ItemSku1=MUG&ItemName1=Item%2011&ItemQuantity1=2&ItemPrice1=12.5&ItemName2=Item%2012&ItemQuantity2=1&ItemPrice2=65.6",
-        "CampaignId=1000&ActionTrackerId=2000&MediaPartnerId=3000&OrderId=%233004&EventDate=2025-06-15T10:30:00%2B00:00&CurrencyCode=USD&OrderDiscount=5.0&OrderPromoCode=SUMMER5&ItemSku1=TEA&ItemName1=Item%2041&ItemQuantity1=3&ItemPrice1=4.0",
+        "CampaignId=1000&ActionTrackerId=2000&MediaPartnerId=3000&OrderId=%233001&EventDate=2025-06-15T10:30:00%2B00:00&CurrencyCode=USD&OrderPromoCode=SUMMER5&ItemSku1=MUG&ItemName1=Item%2011&ItemQuantity1=2&ItemPrice1=12.5&ItemTotalDiscount1=1.38&ItemName2=Item%2012&ItemQuantity2=1&ItemPrice2=65.6&ItemTotalDiscount2=3.62",
+        "CampaignId=1000&ActionTrackerId=2000&MediaPartnerId=3000&OrderId=%233004&EventDate=2025-06-15T10:30:00%2B00:00&CurrencyCode=USD&OrderPromoCode=SUMMER5&ItemSku1=TEA&ItemName1=Item%2041&ItemQuantity1=3&ItemPrice1=4.0&ItemTotalDiscount1=5.00",
     ];
     for grouped in [true, false] {
         let r = check_preset(

@@ -127,6 +127,7 @@ fn stages() -> Stages {
         rules,
         decoding: Decoding::default(),
         delimiter: None,
+        sale: Default::default(),
     }
 }
 

@@ -69,6 +69,59 @@ const ORDER_FIELDS: &[&str] = &[
     "PayoutAmount",
 ];
 
+/// Order-level fields the partner endpoint does not define (impact ignores them there, with a
+/// warning): `specs/impact-partner-conversions-v16.yaml`.
+const NOT_PARTNER: &[&str] = &[
+    "EventTypeId", "EventTypeCode", "OrderSubtotal", "OrderDiscount", "OrderShipping",
+    "OrderTax", "OrderPromoCode", "ClickId", "CustomerId", "CustomProfileId", "CustomerEmail",
+    "UniqueUrl", "GoogAId", "AppleIfa", "AppleIfv", "CallerId",
+];
+
+/// The sale amount impact computes from a body on `endpoint`, as the specs describe it,
+/// with only the fields that endpoint defines: per item the subtotal (or price × quantity,
+/// the subtotal winning when both come), less `ItemTotalDiscount` (per line),
+/// `ItemDiscount` × quantity (per unit) and `ItemDiscountRate` % of the line; less
+/// `OrderDiscount` on the brand endpoint only; `Amount` when there are no items. `None` when
+/// a value it needs is not a number. Written independently of `validate` and `money`.
+pub fn sale_amount(endpoint: &str, fields: &[(String, String)]) -> Option<rust_decimal::Decimal> {
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    let map: HashMap<&str, &str> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let num = |k: &str| -> Option<Option<Decimal>> {
+        map.get(k).map(|v| Decimal::from_str(v.trim()).ok())
+    };
+    let mut indices: Vec<u32> = map
+        .keys()
+        .filter_map(|k| {
+            ["ItemSku", "ItemPrice", "ItemSubTotal", "ItemQuantity", "ItemName"]
+                .iter()
+                .find_map(|p| k.strip_prefix(p))
+                .and_then(|n| n.parse::<u32>().ok())
+        })
+        .collect();
+    indices.sort_unstable();
+    indices.dedup();
+    if indices.is_empty() {
+        return num("Amount").unwrap_or(Some(Decimal::ZERO));
+    }
+    let mut total = Decimal::ZERO;
+    for n in indices {
+        let quantity = num(&format!("ItemQuantity{n}")).unwrap_or(Some(Decimal::ONE))?;
+        let line = match num(&format!("ItemSubTotal{n}")) {
+            Some(sub) => sub?,
+            None => num(&format!("ItemPrice{n}")).unwrap_or(Some(Decimal::ZERO))? * quantity,
+        };
+        let per_line = num(&format!("ItemTotalDiscount{n}")).unwrap_or(Some(Decimal::ZERO))?;
+        let per_unit = num(&format!("ItemDiscount{n}")).unwrap_or(Some(Decimal::ZERO))?;
+        let rate = num(&format!("ItemDiscountRate{n}")).unwrap_or(Some(Decimal::ZERO))?;
+        total += line - per_line - per_unit * quantity - line * rate / Decimal::ONE_HUNDRED;
+    }
+    if endpoint == "brand" {
+        total -= num("OrderDiscount").unwrap_or(Some(Decimal::ZERO))?;
+    }
+    Some(total)
+}
+
 /// `Text1..50`, `Numeric1..10`, `Money1..3`, `Date1..15`.
 fn is_numbered(k: &str) -> bool {
     [("Text", 50), ("Numeric", 10), ("Money", 3), ("Date", 15)]
@@ -228,6 +281,11 @@ pub fn check(endpoint: &str, fields: &[(String, String)]) -> (Findings, Findings
         let known = ORDER_FIELDS.contains(k) || is_numbered(k);
         if !known {
             warnings.push(((*k).to_owned(), "unknown field, ignored".to_owned()));
+        } else if endpoint == "partner" && NOT_PARTNER.contains(k) {
+            warnings.push((
+                (*k).to_owned(),
+                "is not a field of the partner endpoint: ignored".to_owned(),
+            ));
         } else if map.get(k).is_some_and(|v| v.chars().count() > 255) {
             err(k, "is longer than 255 characters");
         }

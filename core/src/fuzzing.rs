@@ -60,6 +60,7 @@ fn stages(preset: &str) -> Stages {
         rules,
         decoding: Decoding::default(),
         delimiter: None,
+        sale: Default::default(),
     }
 }
 

@@ -12,7 +12,8 @@ use crate::profile::Profile;
 use crate::read::csv::{CsvReader, SkipCounts};
 use crate::read::jsonl::JsonlReader;
 use crate::read::{self, Decoding, FileKind, ReadError};
-use crate::validate::{validate, Conversion, Invalid, Rules};
+use crate::money::{self, SaleRules};
+use crate::validate::{parse_money, validate, Conversion, Invalid, Rules};
 
 /// Everything the stages need, built once from the config.
 #[derive(Clone, Debug)]
@@ -22,6 +23,8 @@ pub struct Stages {
     pub keying: Keying,
     pub decoding: Decoding,
     pub delimiter: Option<u8>,
+    /// Which lines and orders are not a sale (tips, gift cards, zero sales).
+    pub sale: SaleRules,
 }
 
 impl Stages {
@@ -46,6 +49,7 @@ impl Stages {
             keying,
             decoding,
             delimiter,
+            sale: SaleRules::default(),
         }
     }
 }
@@ -260,7 +264,9 @@ pub fn process_reader(
     let sources = &report.sources;
     let (mut valid_conversions, mut valid_rows, mut invalid) = (0u64, 0u64, Vec::new());
     let mut filtered = Vec::new();
-    let strays = grouper.finish_each(|draft| {
+    let sale = &stages.sale;
+    let number = |v: &str| parse_money(v, rules);
+    let strays = grouper.finish_each(|mut draft| {
         if let Some(reason) = filter_reason(&draft.order, filters, sources, false) {
             filtered.push(Filtered {
                 order_id: draft.order_id,
@@ -269,7 +275,28 @@ pub fn process_reader(
             });
             return;
         }
+        for not_sale in money::split_not_sales(&mut draft, sale, &number) {
+            filtered.push(Filtered {
+                order_id: draft.order_id.clone(),
+                lines: not_sale.lines,
+                reason: not_sale.reason,
+            });
+        }
+        if draft.lines.is_empty() {
+            return;
+        }
         match validate(draft, rules) {
+            Ok(conversion)
+                if conversion.sale_amount().is_zero() && !sale.send_zero_sales =>
+            {
+                filtered.push(Filtered {
+                    order_id: conversion.key().order_id.clone(),
+                    lines: conversion.lines().to_vec(),
+                    reason: "zero sale: nothing to pay a commission on (an exchange or a 100 % \
+                             discount); [sale] send_zero_sales = true sends it"
+                        .into(),
+                });
+            }
             Ok(conversion) => {
                 valid_conversions += 1;
                 valid_rows += conversion.lines().len() as u64;
@@ -313,22 +340,20 @@ fn skip_row(
     true
 }
 
-/// Required fields no column gives and no default or constant supplies: every row would fail
-/// the same way, so the file is refused once, naming the field and the columns it has.
+/// Required fields no column gives and no default or constant supplies, and the fields the
+/// preset cannot do without: every row would fail the same way, so the file is refused
+/// once, naming the field and the columns it has.
 fn missing_columns(
     stages: &Stages,
     mapper: &CsvMapper,
     header: &crate::read::csv::Header,
 ) -> Vec<Problem> {
-    stages
+    let given = |f: Field| mapper.has(f) || stages.rules.default_for(f).is_some();
+    let mut out: Vec<Problem> = stages
         .rules
         .required()
         .iter()
-        .filter(|group| {
-            !group
-                .iter()
-                .any(|f| mapper.has(*f) || stages.rules.default_for(*f).is_some())
-        })
+        .filter(|group| !group.iter().any(|f| given(*f)))
         .map(|group| {
             let names: Vec<&str> = group.iter().map(|f| f.name()).collect();
             let what = if names.len() == 1 {
@@ -348,7 +373,42 @@ fn missing_columns(
                 ),
             )
         })
-        .collect()
+        .collect();
+    let profile = &stages.profile;
+    for group in &profile.needs {
+        if group.iter().any(|f| given(*f)) || out.iter().any(|p| {
+            group
+                .iter()
+                .any(|f| p.field.as_deref() == Some(f.name()))
+        }) {
+            continue;
+        }
+        let columns: Vec<String> = profile
+            .rules
+            .iter()
+            .filter(|r| group.contains(&r.field) || r.with_items.is_some_and(|f| group.contains(&f)))
+            .map(|r| format!("\"{}\"", r.source))
+            .collect();
+        let fields: Vec<&str> = group.iter().map(|f| f.name()).collect();
+        out.push(Problem::new(
+            Some(header.line),
+            Some(fields[0]),
+            format!(
+                "the \"{}\" format needs {} ({}) and this file has no such column (its \
+                 columns: {}); export it again with that column, or map another one in \
+                 [mapping]",
+                profile.name,
+                if columns.is_empty() {
+                    "a column".to_owned()
+                } else {
+                    format!("the column {}", columns.join(" or "))
+                },
+                fields.join(" or "),
+                header.names.join(", ")
+            ),
+        ));
+    }
+    out
 }
 
 /// A file without a known extension: JSONL if its first non-blank byte is `{`, else CSV.

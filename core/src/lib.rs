@@ -7,6 +7,8 @@
 //! - `profile`: presets as data, and `map` to apply them to a header or JSON object;
 //! - `group` (pure): rows → orders with their items;
 //! - `validate` (pure): the only maker of a sendable `Conversion`;
+//! - `money` (pure): the sale amount impact will compute, lines that are not a sale,
+//!   discounts per line, reconciliation with the export's own figure;
 //! - `form`: the exact request body; `response`: what impact's answer means;
 //! - `plan` (pure): a file's conversions + what the ledger knows → what to send and what
 //!   every line became;
@@ -21,6 +23,7 @@ pub mod fuzzing;
 pub mod group;
 pub mod intake;
 pub mod model;
+pub mod money;
 pub mod plan;
 pub mod profile;
 pub mod read;

@@ -172,6 +172,20 @@ fn catalog() -> &'static Catalog {
                 kind: Kind::Internal,
             });
         }
+        // Money slots: the export's own figure for the sale, the amount of lines left out of
+        // the sale, and an item's "not a sale" mark (gift card).
+        for (name, level) in [
+            ("(export subtotal)", Level::Order),
+            ("(excluded amount)", Level::Order),
+            ("(gift card)", Level::Item),
+            ("(order discount)", Level::Order),
+        ] {
+            defs.push(Def {
+                name,
+                level,
+                kind: Kind::Internal,
+            });
+        }
         assert!(
             defs.len() <= usize::from(u8::MAX),
             "catalog outgrew Field(u8)"
@@ -183,6 +197,15 @@ fn catalog() -> &'static Catalog {
             .collect();
         Catalog { defs, by_name }
     })
+}
+
+/// At most the first 40 characters of a cell, for messages: never a whole row.
+pub fn excerpt(value: &str) -> String {
+    const MAX: usize = 40;
+    match value.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &value[..i]),
+        None => value.to_owned(),
+    }
 }
 
 /// Folds a column or field name for loose matching: lower case, without spaces, `_` and `-`.
@@ -217,6 +240,22 @@ impl Field {
     pub const fn filter(i: usize) -> Field {
         Field(Field::GROUP_KEY.0 + 1 + i as u8)
     }
+
+    /// The export's own figure for merchandise after discounts (Shopify `Subtotal`), which
+    /// the sale amount must reconcile with. Never sent.
+    pub const EXPORT_SUBTOTAL: Field = Field::filter(MAX_FILTERS);
+    /// The amount of an order's lines left out of the sale (gift cards), taken off the
+    /// export's subtotal before reconciling. Never sent.
+    pub const EXCLUDED_AMOUNT: Field = Field(Field::EXPORT_SUBTOTAL.0 + 1);
+    /// An item the export marks as a gift card (`isGiftCard`). Never sent.
+    pub const GIFT_CARD: Field = Field(Field::EXPORT_SUBTOTAL.0 + 2);
+    /// The export's total discount of the order (may include shipping discounts), used only
+    /// to refuse an order whose discount cannot be placed. Never sent.
+    pub const ORDER_DISCOUNT_INFO: Field = Field(Field::EXPORT_SUBTOTAL.0 + 3);
+    pub const ITEM_NAME: Field = Field::item_at(1);
+    pub const ITEM_DISCOUNT: Field = Field::item_at(9);
+    pub const ITEM_TOTAL_DISCOUNT: Field = Field::item_at(11);
+    pub const ORDER_DISCOUNT: Field = Field(11);
 
     /// Whether this is an API field (sent) rather than an internal slot.
     pub fn is_api(self) -> bool {

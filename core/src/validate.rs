@@ -17,6 +17,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use crate::model::{ConversionKey, Field, FieldSet, Kind, LineRef, OrderDraft, Problem};
+use crate::money;
 use crate::settings::Endpoint;
 
 /// What validation needs to know besides the draft.
@@ -132,9 +133,24 @@ pub struct Conversion {
     item_lines: Vec<u64>,
     lines: Vec<LineRef>,
     warnings: Vec<Problem>,
+    /// The sale amount impact will compute from the body on the endpoint in use.
+    sale: Decimal,
+    /// The export's own figure for it (e.g. Shopify `Subtotal`), when the export states one.
+    stated: Option<Decimal>,
 }
 
 impl Conversion {
+    /// The sale amount impact will compute from the body, on the endpoint validated for.
+    pub fn sale_amount(&self) -> Decimal {
+        self.sale
+    }
+
+    /// The export's own figure for the sale (less lines left out of it), when it states one;
+    /// the sale amount equals it.
+    pub fn stated_amount(&self) -> Option<Decimal> {
+        self.stated
+    }
+
     /// The line each item came from, in item order.
     pub fn item_lines(&self) -> &[u64] {
         &self.item_lines
@@ -245,7 +261,7 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
     }
 
     // Items.
-    let mut out_items = Vec::with_capacity(items.len());
+    let mut out_items: Vec<FieldSet> = Vec::with_capacity(items.len());
     for (line, set) in &items {
         match check_item(*line, set, rules) {
             Ok(item) => out_items.push(item),
@@ -278,6 +294,8 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
              or set [defaults] CurrencyCode = \"USD\"",
         ));
     }
+
+    let (sale, stated) = reconcile(&order, &fields, &mut out_items, &items, first, rules, &mut problems);
 
     let value_of = |f: Field| {
         fields
@@ -322,7 +340,175 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
         item_lines: items.iter().map(|(l, _)| *l).collect(),
         lines,
         warnings,
+        sale,
+        stated,
     })
+}
+
+/// A money value as the export writes it (decimal comma, currency symbols as configured).
+pub fn parse_money(value: &str, rules: &Rules) -> Option<Decimal> {
+    let v = messy_number(value, rules).unwrap_or_else(|| value.trim().to_owned());
+    Decimal::from_str(&v).ok()
+}
+
+/// The sale amount (see `money`): every sale has an amount; no line goes negative; where the
+/// export states its figure, an unexplained gap is allocated over the lines as
+/// `ItemTotalDiscount` when the export gave no line discounts, and the result must equal the
+/// figure. Returns the sale amount and the export's figure.
+fn reconcile(
+    order: &FieldSet,
+    fields: &[(Field, Cow<str>)],
+    out_items: &mut [FieldSet],
+    items: &[(u64, FieldSet)],
+    first: Option<u64>,
+    rules: &Rules,
+    problems: &mut Vec<Problem>,
+) -> (Decimal, Option<Decimal>) {
+    let order_now = FieldSet::from_pairs(fields.iter().map(|(f, v)| (*f, v.as_ref())));
+    let has_amount = fields.iter().any(|(f, _)| *f == Field::AMOUNT)
+        || problems.iter().any(|p| p.field.as_deref() == Some("Amount"));
+    if items.is_empty() && !has_amount {
+        problems.push(Problem::new(
+            first,
+            Some("Amount"),
+            "is missing, and so are item prices: nothing gives the sale amount; map the item \
+             columns (ItemPrice and ItemQuantity, or ItemSubTotal) or the order Amount",
+        ));
+        return (Decimal::ZERO, None);
+    }
+    if out_items.len() != items.len() {
+        // Some items are invalid and already reported: no amount to reconcile.
+        return (Decimal::ZERO, None);
+    }
+    let monies: Vec<money::ItemMoney> = out_items.iter().map(money::item_money).collect();
+    for ((line, _), m) in items.iter().zip(&monies) {
+        if m.discount > m.gross {
+            problems.push(Problem::at(
+                *line,
+                "ItemTotalDiscount",
+                format!(
+                    "the line's discounts ({}) are larger than the line ({}): a line never \
+                     goes negative; check the export's discount columns",
+                    m.discount.normalize(),
+                    m.gross.normalize()
+                ),
+            ));
+        }
+    }
+    let stated = order
+        .get(Field::EXPORT_SUBTOTAL)
+        .map(|v| (v, parse_money(v, rules)));
+    let excluded = order
+        .get(Field::EXCLUDED_AMOUNT)
+        .and_then(|v| Decimal::from_str(v).ok())
+        .unwrap_or_default();
+    let target = match stated {
+        None => None,
+        Some((raw, None)) => {
+            problems.push(Problem::new(
+                first,
+                None,
+                format!(
+                    "the export's subtotal \"{}\" is not an amount: the sale cannot be checked \
+                     against it; fix the column",
+                    crate::model::excerpt(raw)
+                ),
+            ));
+            return (Decimal::ZERO, None);
+        }
+        Some((_, Some(v))) => Some(v - excluded),
+    };
+    let endpoint = rules.endpoint;
+    let mut sale = money::sale_amount(endpoint, &order_now, out_items);
+    let lines_text = || {
+        let ls: Vec<String> = items.iter().map(|(l, _)| l.to_string()).collect();
+        ls.join(", ")
+    };
+    if let Some(target) = target {
+        let gap = sale - target;
+        let line_discounts = monies.iter().any(|m| m.discount > Decimal::ZERO);
+        let order_discount =
+            endpoint == Endpoint::Brand && order_now.get(Field::ORDER_DISCOUNT).is_some();
+        if gap > Decimal::ZERO && !out_items.is_empty() && !line_discounts && !order_discount {
+            let digits = money::minor_digits(order_now.get(Field::CURRENCY_CODE));
+            let unit = Decimal::new(1, digits);
+            let weights: Vec<Decimal> = monies.iter().map(|m| m.gross).collect();
+            let shares = money::allocate(gap, &weights, unit);
+            for (item, share) in out_items.iter_mut().zip(shares) {
+                if share > Decimal::ZERO {
+                    let mut v = share;
+                    v.rescale(digits);
+                    let text = v.to_string();
+                    let mut pairs: Vec<(Field, &str)> = item
+                        .iter()
+                        .filter(|(f, _)| *f != Field::ITEM_TOTAL_DISCOUNT)
+                        .collect();
+                    pairs.push((Field::ITEM_TOTAL_DISCOUNT, &text));
+                    pairs.sort_by_key(|(f, _)| *f);
+                    *item = FieldSet::from_pairs(pairs);
+                }
+            }
+            sale = money::sale_amount(endpoint, &order_now, out_items);
+        }
+        if target < Decimal::ZERO {
+            problems.push(Problem::new(
+                first,
+                None,
+                format!(
+                    "the export's subtotal less the lines left out of the sale is {}: a sale is \
+                     never negative; check the export",
+                    target.normalize()
+                ),
+            ));
+        } else if sale != target {
+            problems.push(Problem::new(
+                first,
+                None,
+                format!(
+                    "the sale amount impact would compute from these lines ({}) does not match \
+                     the export's subtotal ({}) (lines {}): the order is not sent; check its \
+                     prices, quantities and discounts",
+                    sale.normalize(),
+                    target.normalize(),
+                    lines_text()
+                ),
+            ));
+        }
+    }
+    let order_discount_info = order
+        .get(Field::ORDER_DISCOUNT_INFO)
+        .and_then(|v| parse_money(v, rules))
+        .unwrap_or_default();
+    if target.is_none()
+        && order_discount_info > Decimal::ZERO
+        && !monies.iter().any(|m| m.discount > Decimal::ZERO)
+        && !(endpoint == Endpoint::Brand && order_now.get(Field::ORDER_DISCOUNT).is_some())
+    {
+        problems.push(Problem::new(
+            first,
+            None,
+            format!(
+                "the export gives the order's total discount ({}) but no subtotal and no line \
+                 discounts: the discount cannot be placed (it may include shipping), so the \
+                 sale amount is unknown; export the order's subtotal (Shopify: Subtotal, or \
+                 subtotalPriceSet in a bulk query) or each line's discount",
+                order_discount_info.normalize()
+            ),
+        ));
+    }
+    if sale < Decimal::ZERO && target.is_none() {
+        problems.push(Problem::new(
+            first,
+            None,
+            format!(
+                "the sale amount impact would compute is negative ({}): a sale never is; check \
+                 the discounts (lines {})",
+                sale.normalize(),
+                lines_text()
+            ),
+        ));
+    }
+    (sale, target)
 }
 
 fn missing(line: Option<u64>, group: &[Field]) -> Problem {
@@ -348,7 +534,7 @@ fn check_item(line: u64, set: &FieldSet, rules: &Rules) -> Result<FieldSet, Vec<
         .iter()
         .filter(|(f, _)| set.get(*f).is_none())
         .map(|(f, v)| (*f, v.as_str()));
-    for (field, value) in set.iter().chain(constants) {
+    for (field, value) in set.iter().chain(constants).filter(|(f, _)| f.is_api()) {
         match check_value(field, value, rules) {
             Ok(Checked::Value(v)) | Ok(Checked::Warned(v, _)) => item.push((field, v)),
             Err(msg) => problems.push(Problem::at(line, field, msg)),

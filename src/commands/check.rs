@@ -20,6 +20,11 @@ struct Shown {
     lines: Vec<u64>,
     items: usize,
     body: String,
+    /// The sale amount impact will compute from the body on the configured endpoint.
+    sale_amount: String,
+    /// The export's own figure for it (e.g. Shopify `Subtotal`), when it states one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export_amount: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<Problem>,
     /// Where each field of the body came from.
@@ -64,6 +69,8 @@ impl Shown {
             lines: c.lines().iter().map(|l| l.line).collect(),
             items: c.items().len(),
             body: form::encode(c),
+            sale_amount: c.sale_amount().normalize().to_string(),
+            export_amount: c.stated_amount().map(|d| d.normalize().to_string()),
             warnings: c.warnings().to_vec(),
             sources,
         }
@@ -75,6 +82,8 @@ impl Shown {
             p.from = if let Some((_, col)) = report.sources.iter().find(|(f, _)| *f == p.api_field)
             {
                 format!("\"{col}\"")
+            } else if p.api_field == Field::ITEM_TOTAL_DISCOUNT {
+                "the export's subtotal (the order's discount allocated over its lines)".into()
             } else if stages
                 .profile
                 .constants
@@ -307,6 +316,18 @@ fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io:
             writeln!(out, "# warning: {}", location(path, w))?;
         }
         writeln!(out, "{}", s.body)?;
+        match &s.export_amount {
+            Some(e) => writeln!(
+                out,
+                "#   sale amount impact will compute: {} (the export's own figure: {e})",
+                s.sale_amount
+            )?,
+            None => writeln!(
+                out,
+                "#   sale amount impact will compute: {} (the export states no figure to check it against)",
+                s.sale_amount
+            )?,
+        }
         for p in &s.sources {
             match p.line {
                 Some(l) => writeln!(out, "#   {} <- {}, line {l}", p.field, p.from)?,

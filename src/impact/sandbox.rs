@@ -60,6 +60,12 @@ pub struct Received {
     pub campaign_id: String,
     pub body: String,
     pub queued_uri: String,
+    /// The sale amount impact computes from the body on this endpoint (only the fields the
+    /// endpoint defines count), as a decimal string.
+    pub sale_amount: Option<String>,
+    /// What impact's answer warned about (fields ignored, …).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Counters for tests and the demo.
@@ -381,6 +387,8 @@ fn answer(
         campaign_id,
         body: String::from_utf8_lossy(body).into_owned(),
         queued_uri: queued_uri.clone(),
+        sale_amount: crate::contract::sale_amount(endpoint, &fields).map(|d| d.normalize().to_string()),
+        warnings: warnings.iter().map(|(f, m)| format!("{f}: {m}")).collect(),
     });
     let roll: f64 = s.rng.gen();
     if roll < s.faults.drop_rate {
@@ -389,7 +397,7 @@ fn answer(
     }
     let mut r = if wants_json {
         let mut v = serde_json::json!({"Status": "QUEUED", "QueuedUri": queued_uri});
-        if !warnings.is_empty() && endpoint == "partner" {
+        if !warnings.is_empty() {
             v["warnings"] = warnings
                 .iter()
                 .map(|(f, m)| serde_json::json!({"field": f, "level": "WARN", "message": m}))

@@ -159,6 +159,9 @@ impl CsvMapper {
                 Some(Transform::StripLeadingApostrophe) => {
                     trim(raw).strip_prefix(b"'").unwrap_or(trim(raw))
                 }
+                Some(Transform::FirstOfList) => {
+                    trim(raw.split(|b| *b == b',').next().unwrap_or(raw))
+                }
                 None => trim(raw),
             };
             let value = match std::str::from_utf8(raw) {
@@ -413,6 +416,7 @@ impl JsonMapper {
                 Some(Transform::StripLeadingApostrophe) => {
                     value.strip_prefix('\'').unwrap_or(value)
                 }
+                Some(Transform::FirstOfList) => value.split(',').next().unwrap_or("").trim(),
                 None => value.as_str(),
             };
             push(&mut self.order, &mut self.item, field, value);

@@ -16,6 +16,8 @@ use crate::settings::{FilterConfig, Source};
 pub enum Transform {
     /// `'2759` → `2759`: Excel's marker for "keep this as text".
     StripLeadingApostrophe,
+    /// `SAVE10, FREESHIP` → `SAVE10`: the first of a comma-separated list.
+    FirstOfList,
 }
 
 /// One source → field rule.
@@ -86,6 +88,9 @@ pub struct Profile {
     pub filters: Vec<Filter>,
     /// The export's dates carry no offset: `[source] timezone` is required.
     pub needs_timezone: bool,
+    /// Fields a file must give from one of its columns (or a default), each group one of:
+    /// a file without them is refused, naming the preset's column.
+    pub needs: Vec<Vec<Field>>,
 }
 
 /// A preset as data: `(column, API field)` pairs and the rest.
@@ -99,14 +104,28 @@ struct Preset {
     /// The column rows of one order share, when OrderId may come from a first-row-only one.
     group_by: Option<&'static str>,
     apostrophe_columns: &'static [&'static str],
+    /// Columns holding a comma-separated list of which the first is taken.
+    first_of_list_columns: &'static [&'static str],
     needs_timezone: bool,
+    /// Field groups the file cannot do without (one of each group).
+    needs: &'static [&'static [&'static str]],
 }
 
+/// What every export needs to make a sale: the order, its date and currency, and an amount
+/// (item quantity and price, or a line or order amount).
+const SALE_NEEDS: &[&[&str]] = &[
+    &["OrderId"],
+    &["EventDate"],
+    &["CurrencyCode"],
+    &["ItemPrice", "ItemSubTotal", "Amount"],
+];
+
 /// Shopify admin "Export orders" CSV (any header generation: columns are matched by name).
-/// Discounts: `Lineitem price` is the unit price before discounts and `Discount Amount` the
-/// order's total discount, so impact's sale amount (Σ price × quantity − OrderDiscount) is
-/// Shopify's `Subtotal`: after discounts, without shipping and taxes. `Lineitem discount`
-/// is not mapped, because it is already part of `Discount Amount` and would count twice.
+/// Money: `Lineitem price` is the unit price before discounts and `Lineitem discount` the
+/// discount allocated to the line, sent as `ItemTotalDiscountN`; the sale amount impact
+/// computes (Σ price × quantity − line discounts) must equal `Subtotal` (after discounts,
+/// without shipping, taxes and tips). `Discount Amount` is not sent: it includes shipping
+/// discounts. Cancelled orders (`Cancelled at` set) are filtered.
 const SHOPIFY_CSV: Preset = Preset {
     name: "shopify-csv",
     rules: &[
@@ -114,29 +133,43 @@ const SHOPIFY_CSV: Preset = Preset {
         ("Created at", "EventDate"),
         ("Currency", "CurrencyCode"),
         ("Discount Code", "OrderPromoCode"),
-        ("Discount Amount", "OrderDiscount"),
+        ("Subtotal", "(export subtotal)"),
+        ("Discount Amount", "(order discount)"),
         ("Lineitem sku", "ItemSku"),
         ("Lineitem name", "ItemName"),
         ("Lineitem quantity", "ItemQuantity"),
         ("Lineitem price", "ItemPrice"),
+        ("Lineitem discount", "ItemTotalDiscount"),
         ("Vendor", "ItemBrand"),
         ("Billing City", "CustomerCity"),
         ("Billing Country", "CustomerCountry"),
         ("Billing Zip", "CustomerPostCode"),
     ],
     child_rules: &[],
-    filters: &[(&["Financial Status"], &["voided", "refunded"], false)],
+    filters: &[
+        (&["Financial Status"], &["voided", "refunded"], false),
+        (&["Cancelled at"], &[], true),
+    ],
     join: None,
     // `Id` is on an order's first row only; `Name` is on every row, so rows group by Name
     // even when OrderId is mapped to Id.
     group_by: Some("Name"),
     apostrophe_columns: &["Billing Zip"],
+    first_of_list_columns: &["Discount Code"],
     needs_timezone: false,
+    needs: &[
+        &["OrderId"],
+        &["EventDate"],
+        &["CurrencyCode"],
+        &["ItemQuantity"],
+        &["ItemPrice"],
+    ],
 };
 
 /// Shopify Bulk Operations JSONL: order lines, and line-item lines joined by `__parentId`
-/// (right under their order or anywhere later). Prices and discounts as in `shopify-csv`;
-/// the first discount code is the promo code.
+/// (right under their order or anywhere later). Money as in `shopify-csv`: the line's
+/// `totalDiscountSet` is its `ItemTotalDiscount`, the sale must equal `subtotalPriceSet`,
+/// lines with `isGiftCard` are left out; the first discount code is the promo code.
 const SHOPIFY_JSONL: Preset = Preset {
     name: "shopify-jsonl",
     rules: &[
@@ -144,13 +177,16 @@ const SHOPIFY_JSONL: Preset = Preset {
         ("createdAt", "EventDate"),
         ("currencyCode", "CurrencyCode"),
         ("discountCodes", "OrderPromoCode"),
-        ("totalDiscountsSet.shopMoney.amount", "OrderDiscount"),
+        ("subtotalPriceSet.shopMoney.amount", "(export subtotal)"),
+        ("totalDiscountsSet.shopMoney.amount", "(order discount)"),
     ],
     child_rules: &[
         ("sku", "ItemSku"),
         ("name", "ItemName"),
         ("quantity", "ItemQuantity"),
         ("originalUnitPriceSet.shopMoney.amount", "ItemPrice"),
+        ("totalDiscountSet.shopMoney.amount", "ItemTotalDiscount"),
+        ("isGiftCard", "(gift card)"),
         ("vendor", "ItemBrand"),
     ],
     filters: &[
@@ -161,12 +197,16 @@ const SHOPIFY_JSONL: Preset = Preset {
     join: Some(("id", "__parentId")),
     group_by: None,
     apostrophe_columns: &[],
+    first_of_list_columns: &[],
     needs_timezone: false,
+    needs: &[],
 };
 
 /// WooCommerce exports, one row per item: "Advanced Order Export For WooCommerce" default
 /// columns and SkyVerge "Customer/Order/Coupon Export" (names match loosely, so
-/// `Order Number` and `order_number` are one rule). Dates carry no zone.
+/// `Order Number` and `order_number` are one rule). Dates carry no zone. Only unambiguous
+/// product columns give ItemName: a bare `Name` is the customer's name in a store's own
+/// export.
 const WOOCOMMERCE: Preset = Preset {
     name: "woocommerce",
     rules: &[
@@ -178,8 +218,8 @@ const WOOCOMMERCE: Preset = Preset {
         ("Coupon Code", "OrderPromoCode"),
         ("SKU", "ItemSku"),
         ("Item SKU", "ItemSku"),
-        ("Name", "ItemName"),
         ("Item Name", "ItemName"),
+        ("Product Name", "ItemName"),
         ("Quantity", "ItemQuantity"),
         ("Item Quantity", "ItemQuantity"),
         ("Item Cost", "ItemPrice"),
@@ -197,7 +237,9 @@ const WOOCOMMERCE: Preset = Preset {
     join: None,
     group_by: None,
     apostrophe_columns: &["Billing Postcode"],
+    first_of_list_columns: &["Coupon Code"],
     needs_timezone: true,
+    needs: SALE_NEEDS,
 };
 
 /// The presets' names, for `[source] format`.
@@ -223,8 +265,13 @@ const IMPACT_ALIASES: &[(&str, &str, Option<&str>)] = &[
 
 fn field(name: &str) -> Field {
     // The preset tables are written against the catalog; a typo there is caught by the
-    // `presets_name_real_fields` test.
-    Field::named(name).unwrap_or(Field::GROUP_KEY)
+    // `presets_name_real_fields` test. Internal slots are named in parentheses.
+    match name {
+        "(export subtotal)" => Field::EXPORT_SUBTOTAL,
+        "(gift card)" => Field::GIFT_CARD,
+        "(order discount)" => Field::ORDER_DISCOUNT_INFO,
+        _ => Field::named(name).unwrap_or(Field::GROUP_KEY),
+    }
 }
 
 impl Profile {
@@ -239,6 +286,7 @@ impl Profile {
             join: None,
             filters: Vec::new(),
             needs_timezone: false,
+            needs: Vec::new(),
         }
     }
 
@@ -271,6 +319,9 @@ impl Profile {
             if preset.apostrophe_columns.contains(&source) {
                 r.transform = Some(Transform::StripLeadingApostrophe);
             }
+            if preset.first_of_list_columns.contains(&source) {
+                r.transform = Some(Transform::FirstOfList);
+            }
             r
         };
         p.rules = preset.rules.iter().map(rule).collect();
@@ -295,6 +346,11 @@ impl Profile {
             })
             .collect();
         p.needs_timezone = preset.needs_timezone;
+        p.needs = preset
+            .needs
+            .iter()
+            .map(|group| group.iter().map(|f| field(f)).collect())
+            .collect();
         p
     }
 
@@ -392,7 +448,7 @@ mod tests {
         for preset in [&SHOPIFY_CSV, &SHOPIFY_JSONL, &WOOCOMMERCE] {
             for (source, target) in preset.rules.iter().chain(preset.child_rules) {
                 assert!(
-                    Field::named(target).is_some(),
+                    field(target) != Field::GROUP_KEY,
                     "{}: {source} → {target}",
                     preset.name
                 );
