@@ -131,3 +131,24 @@ fn config_prints_every_key_with_its_value() {
         String::from_utf8_lossy(&reloaded.stderr)
     );
 }
+
+#[test]
+fn the_readme_documents_every_key() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (section, keys) in impact_drop::config::keys() {
+        for key in keys {
+            if *key == "auth_token" {
+                continue;
+            }
+            let documented = if section == "filter" {
+                readme.contains(&format!("`[[filter]] {key}`"))
+            } else {
+                readme.contains(&format!("`[{section}] {key}`"))
+                    || readme.contains(&format!("`[{section}] {key}`,"))
+                    || readme.contains(&format!(", `{key}` |"))
+            };
+            assert!(documented, "README's config table lacks [{section}] {key}");
+        }
+    }
+}

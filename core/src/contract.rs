@@ -72,9 +72,22 @@ const ORDER_FIELDS: &[&str] = &[
 /// Order-level fields the partner endpoint does not define (impact ignores them there, with a
 /// warning): `specs/impact-partner-conversions-v16.yaml`.
 const NOT_PARTNER: &[&str] = &[
-    "EventTypeId", "EventTypeCode", "OrderSubtotal", "OrderDiscount", "OrderShipping",
-    "OrderTax", "OrderPromoCode", "ClickId", "CustomerId", "CustomProfileId", "CustomerEmail",
-    "UniqueUrl", "GoogAId", "AppleIfa", "AppleIfv", "CallerId",
+    "EventTypeId",
+    "EventTypeCode",
+    "OrderSubtotal",
+    "OrderDiscount",
+    "OrderShipping",
+    "OrderTax",
+    "OrderPromoCode",
+    "ClickId",
+    "CustomerId",
+    "CustomProfileId",
+    "CustomerEmail",
+    "UniqueUrl",
+    "GoogAId",
+    "AppleIfa",
+    "AppleIfv",
+    "CallerId",
 ];
 
 /// The sale amount impact computes from a body on `endpoint`, as the specs describe it,
@@ -86,17 +99,26 @@ const NOT_PARTNER: &[&str] = &[
 pub fn sale_amount(endpoint: &str, fields: &[(String, String)]) -> Option<rust_decimal::Decimal> {
     use rust_decimal::Decimal;
     use std::str::FromStr;
-    let map: HashMap<&str, &str> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let map: HashMap<&str, &str> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let num = |k: &str| -> Option<Option<Decimal>> {
         map.get(k).map(|v| Decimal::from_str(v.trim()).ok())
     };
     let mut indices: Vec<u32> = map
         .keys()
         .filter_map(|k| {
-            ["ItemSku", "ItemPrice", "ItemSubTotal", "ItemQuantity", "ItemName"]
-                .iter()
-                .find_map(|p| k.strip_prefix(p))
-                .and_then(|n| n.parse::<u32>().ok())
+            [
+                "ItemSku",
+                "ItemPrice",
+                "ItemSubTotal",
+                "ItemQuantity",
+                "ItemName",
+            ]
+            .iter()
+            .find_map(|p| k.strip_prefix(p))
+            .and_then(|n| n.parse::<u32>().ok())
         })
         .collect();
     indices.sort_unstable();
@@ -243,6 +265,13 @@ pub fn check(endpoint: &str, fields: &[(String, String)]) -> (Findings, Findings
     let mut any_money = false;
     let mut items: BTreeMap<u32, HashSet<&str>> = BTreeMap::new();
     for (k, v) in &map {
+        if endpoint == "partner" && NOT_PARTNER.contains(k) {
+            warnings.push((
+                (*k).to_owned(),
+                "is not a field of the partner endpoint: ignored".to_owned(),
+            ));
+            continue;
+        }
         if MONEY.contains(k) {
             any_money = true;
             if !is_money(v) {
@@ -281,11 +310,6 @@ pub fn check(endpoint: &str, fields: &[(String, String)]) -> (Findings, Findings
         let known = ORDER_FIELDS.contains(k) || is_numbered(k);
         if !known {
             warnings.push(((*k).to_owned(), "unknown field, ignored".to_owned()));
-        } else if endpoint == "partner" && NOT_PARTNER.contains(k) {
-            warnings.push((
-                (*k).to_owned(),
-                "is not a field of the partner endpoint: ignored".to_owned(),
-            ));
         } else if map.get(k).is_some_and(|v| v.chars().count() > 255) {
             err(k, "is longer than 255 characters");
         }

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use crate::group::{Grouper, Keying};
 use crate::model::{Field, LineRef, Problem};
+use crate::money::{self, SaleRules};
 use crate::profile::map::{CsvMapper, JsonMapper};
 use crate::profile::Profile;
 use crate::read::csv::{CsvReader, SkipCounts};
 use crate::read::jsonl::JsonlReader;
 use crate::read::{self, Decoding, FileKind, ReadError};
-use crate::money::{self, SaleRules};
 use crate::validate::{parse_money, validate, Conversion, Invalid, Rules};
 
 /// Everything the stages need, built once from the config.
@@ -286,9 +286,7 @@ pub fn process_reader(
             return;
         }
         match validate(draft, rules) {
-            Ok(conversion)
-                if conversion.sale_amount().is_zero() && !sale.send_zero_sales =>
-            {
+            Ok(conversion) if conversion.sale_amount().is_zero() && !sale.send_zero_sales => {
                 filtered.push(Filtered {
                     order_id: conversion.key().order_id.clone(),
                     lines: conversion.lines().to_vec(),
@@ -376,17 +374,19 @@ fn missing_columns(
         .collect();
     let profile = &stages.profile;
     for group in &profile.needs {
-        if group.iter().any(|f| given(*f)) || out.iter().any(|p| {
-            group
+        if group.iter().any(|f| given(*f))
+            || out
                 .iter()
-                .any(|f| p.field.as_deref() == Some(f.name()))
-        }) {
+                .any(|p| group.iter().any(|f| p.field.as_deref() == Some(f.name())))
+        {
             continue;
         }
         let columns: Vec<String> = profile
             .rules
             .iter()
-            .filter(|r| group.contains(&r.field) || r.with_items.is_some_and(|f| group.contains(&f)))
+            .filter(|r| {
+                group.contains(&r.field) || r.with_items.is_some_and(|f| group.contains(&f))
+            })
             .map(|r| format!("\"{}\"", r.source))
             .collect();
         let fields: Vec<&str> = group.iter().map(|f| f.name()).collect();

@@ -85,9 +85,9 @@ fn not_a_sale(item: &FieldSet, rules: &SaleRules) -> Option<&'static str> {
         return Some("tip line: not an item of the sale");
     }
     if rules.exclude_gift_cards {
-        let marked = item
-            .get(Field::GIFT_CARD)
-            .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+        let marked = item.get(Field::GIFT_CARD).is_some_and(|v| {
+            matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+        });
         if marked || rules.gift_card_names.iter().any(|p| wildcard(p, name)) {
             return Some("gift card: left out of the sale amount");
         }
@@ -172,7 +172,10 @@ pub fn split_not_sales(
             .filter(|(f, _)| *f != Field::EXCLUDED_AMOUNT)
             .map(|(f, v)| (f, v.to_owned()))
             .collect();
-        pairs.push((Field::EXCLUDED_AMOUNT, (prior + excluded).normalize().to_string()));
+        pairs.push((
+            Field::EXCLUDED_AMOUNT,
+            (prior + excluded).normalize().to_string(),
+        ));
         pairs.sort_by_key(|(f, _)| *f);
         draft.order = FieldSet::from_pairs(pairs.iter().map(|(f, v)| (*f, v.as_str())));
     }
@@ -181,7 +184,7 @@ pub fn split_not_sales(
 
 /// An item's amount after its own discounts, from raw export values.
 fn line_net(item: &FieldSet, number: &dyn Fn(&str) -> Option<Decimal>) -> Option<Decimal> {
-    let get = |f: Field| item.get(f).map(|v| number(v));
+    let get = |f: Field| item.get(f).map(number);
     let gross = match (get(Field::ITEM_SUBTOTAL), get(Field::ITEM_PRICE)) {
         (Some(s), _) => s?,
         (None, Some(p)) => {
@@ -197,8 +200,8 @@ fn line_net(item: &FieldSet, number: &dyn Fn(&str) -> Option<Decimal>) -> Option
 /// Digits after the decimal point in the currency's minor unit (ISO 4217).
 pub fn minor_digits(currency: Option<&str>) -> u32 {
     const ZERO: &[&str] = &[
-        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
-        "VND", "VUV", "XAF", "XOF", "XPF",
+        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+        "VUV", "XAF", "XOF", "XPF",
     ];
     const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
     match currency {
@@ -218,7 +221,8 @@ pub struct ItemMoney {
 }
 
 fn dec(set: &FieldSet, f: Field) -> Option<Decimal> {
-    set.get(f).and_then(|v| Decimal::from_str_exact(v.trim()).ok())
+    set.get(f)
+        .and_then(|v| Decimal::from_str_exact(v.trim()).ok())
 }
 
 /// The money of a validated item.

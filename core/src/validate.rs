@@ -295,7 +295,15 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
         ));
     }
 
-    let (sale, stated) = reconcile(&order, &fields, &mut out_items, &items, first, rules, &mut problems);
+    let (sale, stated) = reconcile(
+        &order,
+        &fields,
+        &mut out_items,
+        &items,
+        first,
+        rules,
+        &mut problems,
+    );
 
     let value_of = |f: Field| {
         fields
@@ -366,7 +374,9 @@ fn reconcile(
 ) -> (Decimal, Option<Decimal>) {
     let order_now = FieldSet::from_pairs(fields.iter().map(|(f, v)| (*f, v.as_ref())));
     let has_amount = fields.iter().any(|(f, _)| *f == Field::AMOUNT)
-        || problems.iter().any(|p| p.field.as_deref() == Some("Amount"));
+        || problems
+            .iter()
+            .any(|p| p.field.as_deref() == Some("Amount"));
     if items.is_empty() && !has_amount {
         problems.push(Problem::new(
             first,

@@ -387,7 +387,8 @@ fn answer(
         campaign_id,
         body: String::from_utf8_lossy(body).into_owned(),
         queued_uri: queued_uri.clone(),
-        sale_amount: crate::contract::sale_amount(endpoint, &fields).map(|d| d.normalize().to_string()),
+        sale_amount: crate::contract::sale_amount(endpoint, &fields)
+            .map(|d| d.normalize().to_string()),
         warnings: warnings.iter().map(|(f, m)| format!("{f}: {m}")).collect(),
     });
     let roll: f64 = s.rng.gen();
