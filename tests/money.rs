@@ -389,49 +389,142 @@ fn partner_ignores_order_discount_and_the_sandbox_says_so() {
 
 #[test]
 fn shopify_bulk_jsonl_sales_reconcile_on_both_endpoints() {
-    let order = |id: u32, subtotal: &str, extra: &str| {
+    let order = |id: u32, currency: &str, subtotal: &str, discount: &str, extra: &str| {
         format!(
             "{{\"id\":\"gid://shopify/Order/{id}\",\"name\":\"#{id}\",\"createdAt\":\"2025-06-15T10:30:00Z\",\
-             \"currencyCode\":\"USD\",\"displayFinancialStatus\":\"PAID\",\"test\":false,\"discountCodes\":[\"SAVE10\",\"FREESHIP\"],\
-             \"totalDiscountsSet\":{{\"shopMoney\":{{\"amount\":\"19.95\"}}}},\
+             \"currencyCode\":\"{currency}\",\"displayFinancialStatus\":\"PAID\",\"test\":false,\"discountCodes\":[\"SAVE10\",\"FREESHIP\"],\
+             \"totalDiscountsSet\":{{\"shopMoney\":{{\"amount\":\"{discount}\"}}}},\
              \"subtotalPriceSet\":{{\"shopMoney\":{{\"amount\":\"{subtotal}\"}}}}{extra}}}"
         )
     };
     let line = |id: u32, parent: u32, sku: &str, qty: u32, price: &str, disc: &str, gift: bool| {
+        let (sku, name) = match sku {
+            "" => ("null".to_owned(), "Tip".to_owned()),
+            s => (format!("\"{s}\""), format!("Item {id}")),
+        };
         format!(
-            "{{\"id\":\"gid://shopify/LineItem/{id}\",\"sku\":\"{sku}\",\"name\":\"Item {id}\",\"quantity\":{qty},\
+            "{{\"id\":\"gid://shopify/LineItem/{id}\",\"sku\":{sku},\"name\":\"{name}\",\"quantity\":{qty},\
              \"isGiftCard\":{gift},\"originalUnitPriceSet\":{{\"shopMoney\":{{\"amount\":\"{price}\"}}}},\
              \"totalDiscountSet\":{{\"shopMoney\":{{\"amount\":\"{disc}\"}}}},\"__parentId\":\"gid://shopify/Order/{parent}\"}}"
         )
     };
     let text = [
-        order(1, "90.0", ""),
-        order(2, "80.0", ""),
-        order(3, "12.0", ",\"cancelledAt\":\"2025-06-16T08:00:00Z\""),
+        // Line discounts (10 % off the chair) with a free-shipping code: 90.
+        order(1, "USD", "90.0", "19.95", ""),
+        // A gift card among the goods: 30.
+        order(2, "USD", "80.0", "0.0", ""),
+        // Paid, then cancelled: not sent.
+        order(
+            3,
+            "USD",
+            "12.0",
+            "0.0",
+            ",\"cancelledAt\":\"2025-06-16T08:00:00Z\"",
+        ),
+        // No discount, and a tip: 25.
+        order(4, "USD", "25.0", "0.0", ""),
+        // A 100 % discount exchange: zero sale, not sent.
+        order(5, "USD", "0.0", "20.0", ""),
+        // Yen, an order discount without line discounts: allocated in whole yen, 4000.
+        order(6, "JPY", "4000", "500", ""),
+        // A shipping discount only: the goods keep their price, 40.
+        order(7, "USD", "40.0", "9.95", ""),
         line(11, 1, "CHAIR", 1, "100.0", "10.0", false),
         line(21, 2, "SCARF", 1, "30.0", "0.0", false),
         line(22, 2, "GC50", 1, "50.0", "0.0", true),
         line(31, 3, "PEN", 1, "12.0", "0.0", false),
+        line(41, 4, "BOOK", 1, "25.0", "0.0", false),
+        line(42, 4, "", 1, "5.0", "0.0", false),
+        line(51, 5, "SHIRT", 1, "20.0", "20.0", false),
+        line(61, 6, "CUP", 3, "1500", "0", false),
+        line(71, 7, "LAMP", 1, "40.0", "0.0", false),
     ]
     .join("\n");
     for endpoint in ["partner", "brand"] {
         let e = env("shopify-jsonl", endpoint, "");
         let (r, received) = e.run("bulk.jsonl", &text);
         assert_eq!(r.code, 0, "{endpoint}: {}", r.stdout);
-        assert_eq!(received.len(), 2, "{endpoint}: {}", r.stdout);
-        assert_eq!(d(received["#1"].sale_amount.as_deref().unwrap()), d("90"));
+        let sales: BTreeMap<&str, Decimal> = received
+            .iter()
+            .map(|(k, v)| (k.as_str(), d(v.sale_amount.as_deref().unwrap())))
+            .collect();
+        let expected: BTreeMap<&str, Decimal> = [
+            ("#1", d("90")),
+            ("#2", d("30")),
+            ("#4", d("25")),
+            ("#6", d("4000")),
+            ("#7", d("40")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(sales, expected, "{endpoint}: {}", r.stdout);
         assert!(received["#1"].body.contains("&OrderPromoCode=SAVE10&"));
-        assert_eq!(d(received["#2"].sale_amount.as_deref().unwrap()), d("30"));
         assert_eq!(
             items(&received["#2"].body),
             vec![item("SCARF", "1", "30.0")]
         );
+        assert_eq!(items(&received["#4"].body), vec![item("BOOK", "1", "25.0")]);
         assert!(
-            r.stdout.contains("gift card: left out of the sale amount"),
+            received["#6"].body.ends_with("&ItemTotalDiscount1=500"),
+            "{}",
+            received["#6"].body
+        );
+        assert!(
+            !received["#7"].body.contains("Discount"),
+            "{}",
+            received["#7"].body
+        );
+        for reason in [
+            "gift card: left out of the sale amount",
+            "cancelledAt is set",
+            "tip line: not an item of the sale",
+            "OrderId #5 (lines 5, 14) zero sale",
+        ] {
+            assert!(
+                r.stdout.contains(reason),
+                "{endpoint}: {reason}\n{}",
+                r.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn woocommerce_sales_on_both_endpoints() {
+    let csv = "Order Number,Order Status,Order Date,Order Currency,Coupon Code,SKU,Item Name,Quantity,Item Cost\n\
+               701,completed,2025-11-20 10:00,EUR,\"SPRING, FREESHIP\",MUG,Blue mug,2,7.50\n\
+               701,completed,2025-11-20 10:00,EUR,\"SPRING, FREESHIP\",TEA,Green tea,1,4.25\n\
+               702,cancelled,2025-11-20 11:00,EUR,,PEN,Pen,1,3.00\n\
+               703,completed,2025-11-20 12:00,JPY,,CUP,Cup,3,1500\n\
+               704,completed,2025-11-20 13:00,EUR,,GC,Gift Card 25,1,25.00\n";
+    for endpoint in ["partner", "brand"] {
+        let e = env("woocommerce", endpoint, "timezone = \"Europe/Berlin\"");
+        let (r, received) = e.run("orders.csv", csv);
+        assert_eq!(r.code, 0, "{endpoint}: {}", r.stdout);
+        let sales: BTreeMap<&str, Decimal> = received
+            .iter()
+            .map(|(k, v)| (k.as_str(), d(v.sale_amount.as_deref().unwrap())))
+            .collect();
+        assert_eq!(
+            sales,
+            [("701", d("19.25")), ("703", d("4500"))]
+                .into_iter()
+                .collect(),
+            "{endpoint}: {}",
+            r.stdout
+        );
+        assert!(received["701"].body.contains("&OrderPromoCode=SPRING&"));
+        assert!(
+            r.stdout.contains("Order Status is \"cancelled\""),
             "{}",
             r.stdout
         );
-        assert!(r.stdout.contains("cancelledAt is set"), "{}", r.stdout);
+        assert!(
+            r.stdout
+                .contains("the whole order is not a sale (gift card"),
+            "{}",
+            r.stdout
+        );
     }
 }
 

@@ -546,6 +546,10 @@ fn check_item(line: u64, set: &FieldSet, rules: &Rules) -> Result<FieldSet, Vec<
         .map(|(f, v)| (*f, v.as_str()));
     for (field, value) in set.iter().chain(constants).filter(|(f, _)| f.is_api()) {
         match check_value(field, value, rules) {
+            // A zero discount says nothing: it is not sent.
+            Ok(Checked::Value(v)) | Ok(Checked::Warned(v, _))
+                if matches!(field, Field::ITEM_TOTAL_DISCOUNT | Field::ITEM_DISCOUNT)
+                    && Decimal::from_str(&v).is_ok_and(|d| d.is_zero()) => {}
             Ok(Checked::Value(v)) | Ok(Checked::Warned(v, _)) => item.push((field, v)),
             Err(msg) => problems.push(Problem::at(line, field, msg)),
         }
