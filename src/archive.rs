@@ -12,7 +12,6 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::read::csv::CsvReader;
-use crate::read::jsonl::JsonlReader;
 use crate::read::{self, Decoding, FileKind};
 
 /// The identity of a settled file: the hash of its whole content, with its size.
@@ -149,42 +148,111 @@ fn write_rows<W: Write>(
     lines: &BTreeMap<u64, String>,
     mut out: W,
 ) -> io::Result<()> {
-    let input = read::open(src, reading.decoding).map_err(|e| io::Error::other(e.to_string()))?;
+    let open = || read::open(src, reading.decoding).map_err(|e| io::Error::other(e.to_string()));
     match kind {
         FileKind::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            if let Some(mut r) = CsvReader::new(input, reading.delimiter)? {
-                let mut header: Vec<String> = r.header().names.clone();
-                header.push(REASON_COLUMN.into());
-                w.write_record(&header)?;
-                while let Some((line, _, record)) = r.next_record()? {
-                    if let Some(reason) = lines.get(&line) {
-                        let mut rec = record.clone();
-                        rec.push_field(reason.as_bytes());
-                        w.write_byte_record(&rec)?;
-                    }
+            // Where each listed record ends: its first line plus the line breaks inside its
+            // quoted cells. The header's line and the delimiter come from the same reading.
+            let Some(mut r) = CsvReader::new(open()?, reading.delimiter)? else {
+                return Ok(());
+            };
+            let header_line = r.header().line;
+            let delimiter = r.delimiter();
+            let mut ends: BTreeMap<u64, u64> = BTreeMap::new();
+            while let Some((line, _, record)) = r.next_record()? {
+                if lines.contains_key(&line) {
+                    let breaks = record
+                        .iter()
+                        .map(|f| f.iter().filter(|b| **b == b'\n').count() as u64)
+                        .sum::<u64>();
+                    ends.insert(line, line + breaks);
                 }
             }
-            w.flush()?;
+            // The rows' own bytes, line for line, each followed by its reason.
+            copy_lines(open()?, &mut out, |n, text, eol| {
+                if n == header_line {
+                    return Some(format!(
+                        "{text}{}{REASON_COLUMN}{eol}",
+                        char::from(delimiter)
+                    ));
+                }
+                let (&start, &end) = ends.range(..=n).next_back()?;
+                if n > end {
+                    return None;
+                }
+                if n < end {
+                    return Some(format!("{text}{eol}"));
+                }
+                let reason = lines.get(&start).map_or("", String::as_str);
+                Some(format!(
+                    "{text}{}\"{}\"{eol}",
+                    char::from(delimiter),
+                    reason.replace('"', "\"\"")
+                ))
+            })?;
         }
         FileKind::Jsonl => {
-            let mut r = JsonlReader::new(input);
-            while let Some((line, _, parsed)) = r.next_record()? {
-                let Some(reason) = lines.get(&line) else {
-                    continue;
-                };
-                let mut obj = parsed.unwrap_or_default();
-                obj.insert(
-                    REASON_COLUMN.into(),
-                    serde_json::Value::String(reason.clone()),
-                );
-                serde_json::to_writer(&mut out, &obj)?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
+            copy_lines(open()?, &mut out, |n, text, eol| {
+                let reason = lines.get(&n)?;
+                let quoted = serde_json::Value::String(reason.clone()).to_string();
+                let trimmed = text.trim_end();
+                let is_object =
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(trimmed)
+                        .is_ok();
+                Some(if is_object {
+                    // The line's own bytes, with the reason as one more key.
+                    let body = trimmed.strip_suffix('}').unwrap_or(trimmed);
+                    let sep = if body.trim_end().ends_with('{') {
+                        ""
+                    } else {
+                        ","
+                    };
+                    format!("{body}{sep}\"{REASON_COLUMN}\":{quoted}}}{eol}")
+                } else {
+                    // Not a JSON object: kept whole, as text, beside its reason.
+                    let original = serde_json::Value::String(text.to_owned()).to_string();
+                    format!(
+                        "{{\"{REASON_COLUMN}\":{quoted},\"impact_drop_original_line\":{original}}}{eol}"
+                    )
+                })
+            })?;
         }
     }
-    Ok(())
+    out.flush()
+}
+
+/// Feeds every physical line of `input` (its number from 1, its text without the line
+/// ending, and the ending) to `keep`, and writes what it returns.
+fn copy_lines<W: Write>(
+    mut input: Box<dyn io::BufRead + Send>,
+    out: &mut W,
+    mut keep: impl FnMut(u64, &str, &str) -> Option<String>,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        n += 1;
+        let text = String::from_utf8_lossy(&buf);
+        let (body, eol) = match text.strip_suffix("\r\n") {
+            Some(b) => (b, "\r\n"),
+            None => match text.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (text.as_ref(), "\n"),
+            },
+        };
+        let body = if n == 1 {
+            body.trim_start_matches('\u{feff}')
+        } else {
+            body
+        };
+        if let Some(line) = keep(n, body, eol) {
+            out.write_all(line.as_bytes())?;
+        }
+    }
 }
 
 #[cfg(test)]

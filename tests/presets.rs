@@ -280,7 +280,8 @@ fn shopify_jsonl_test_orders_are_filtered_and_orphans_are_invalid() {
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stdout.contains("test is \"true\""), "{}", r.stdout);
     assert!(
-        r.stdout.contains("bulk.jsonl:3: OrderId: is missing"),
+        r.stdout
+            .contains("bulk.jsonl:3: name (OrderId): is missing"),
         "an item whose order line is absent: {}",
         r.stdout
     );

@@ -70,6 +70,9 @@ pub struct FileReport {
     pub stray_problems: Vec<Problem>,
     /// Problems with the file as a whole (header): every row is invalid.
     pub file_problems: Vec<Problem>,
+    /// The rows of a file refused as a whole (`file_problems`): each is recorded invalid
+    /// with the file's reason and listed in its rejects file, never silently dropped.
+    pub refused: Vec<LineRef>,
     /// Things worth saying that do not make anything invalid.
     pub notes: Vec<String>,
     /// Orders skipped by a filter (a status the operator does not send).
@@ -206,7 +209,9 @@ pub fn process_reader(
                 };
                 last_line = line;
                 report.rows += 1;
-                if !refuse {
+                if refuse {
+                    report.refused.push(LineRef { line, hash });
+                } else {
                     let row = mapper.map(line, hash, record);
                     if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
                         grouper.push(row);
@@ -304,6 +309,10 @@ pub fn process_reader(
         }
     });
     report.filtered.extend(filtered);
+    for inv in &mut invalid {
+        name_columns(&mut inv.problems, &report.sources);
+    }
+    name_columns(&mut report.stray_problems, &report.sources);
     report.valid_conversions = valid_conversions;
     report.valid_rows = valid_rows;
     report.invalid = invalid;
@@ -359,6 +368,23 @@ fn missing_columns(
             } else {
                 format!("any of {}", names.join(", "))
             };
+            let columns = preset_columns(&stages.profile, group);
+            if !columns.is_empty() {
+                return Problem::new(
+                    Some(header.line),
+                    Some(names[0]),
+                    format!(
+                        "the \"{}\" format reads {what} from the column {}, which this file \
+                         does not have (its columns: {}); export it again with that column, \
+                         map another one in [mapping] ({} = \"Your Column\") or set it in \
+                         [defaults]",
+                        stages.profile.name,
+                        columns.join(" or "),
+                        header.names.join(", "),
+                        names[0]
+                    ),
+                );
+            }
             Problem::new(
                 Some(header.line),
                 Some(names[0]),
@@ -381,14 +407,7 @@ fn missing_columns(
         {
             continue;
         }
-        let columns: Vec<String> = profile
-            .rules
-            .iter()
-            .filter(|r| {
-                group.contains(&r.field) || r.with_items.is_some_and(|f| group.contains(&f))
-            })
-            .map(|r| format!("\"{}\"", r.source))
-            .collect();
+        let columns = preset_columns(profile, group);
         let fields: Vec<&str> = group.iter().map(|f| f.name()).collect();
         out.push(Problem::new(
             Some(header.line),
@@ -409,6 +428,36 @@ fn missing_columns(
         ));
     }
     out
+}
+
+/// The preset's columns for any field of `group`, quoted (none for `impact` and `custom`,
+/// whose columns are named like the fields).
+fn preset_columns(profile: &Profile, group: &[Field]) -> Vec<String> {
+    if matches!(profile.name.as_str(), "impact" | "impact-batch" | "custom") {
+        return Vec::new();
+    }
+    profile
+        .rules
+        .iter()
+        .filter(|r| group.contains(&r.field) || r.with_items.is_some_and(|f| group.contains(&f)))
+        .map(|r| format!("\"{}\"", r.source))
+        .collect()
+}
+
+/// Problems name the export's column (or JSON key) beside impact's field when the two
+/// differ: `Lineitem price (ItemPrice)`.
+fn name_columns(problems: &mut [Problem], sources: &[(Field, String)]) {
+    for p in problems {
+        let Some(field) = p.field.as_deref() else {
+            continue;
+        };
+        let Some((_, column)) = sources.iter().find(|(f, _)| f.name() == field) else {
+            continue;
+        };
+        if crate::model::fold_name(column) != crate::model::fold_name(field) {
+            p.field = Some(format!("{column} ({field})"));
+        }
+    }
 }
 
 /// A file without a known extension: JSONL if its first non-blank byte is `{`, else CSV.

@@ -51,12 +51,20 @@ pub fn payload_hash(body: &str) -> String {
     hex::encode(&blake3::hash(body.as_bytes()).as_bytes()[..16])
 }
 
+/// The rows of a file refused as a whole, and why.
+#[derive(Clone, Debug, Default)]
+pub struct Refused {
+    pub lines: Vec<LineRef>,
+    pub problems: Vec<Problem>,
+}
+
 /// Decides, for one file.
 pub fn plan(
     conversions: &[(Conversion, String)],
     invalid: &[Invalid],
     filtered: &[crate::intake::Filtered],
     strays: &[(LineRef, Vec<Problem>)],
+    refused: &Refused,
     known: &HashMap<ConversionKey, Known>,
     known_lines: &HashSet<LineHash>,
     mode: Mode,
@@ -190,6 +198,18 @@ pub fn plan(
             });
         }
     }
+    if !refused.lines.is_empty() {
+        let reason = format!("the file was refused: {}", describe(&refused.problems));
+        for l in &refused.lines {
+            p.lines.push(NewLine {
+                line: l.line,
+                hash: l.hash,
+                outcome: LineOutcome::Invalid,
+                conversion: None,
+                reason: Some(reason.clone()),
+            });
+        }
+    }
     for (l, problems) in strays {
         p.lines.push(NewLine {
             line: l.line,
@@ -291,6 +311,7 @@ mod tests {
             &[],
             &[],
             &[],
+            &Refused::default(),
             k,
             &HashSet::new(),
             mode,

@@ -209,13 +209,15 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
     let invalid_rows = st
         .by_state
         .get(RowState::Line(crate::state::LineOutcome::Invalid));
-    if st.invalid_orders > 0 || invalid_rows > 0 {
+    if st.invalid_orders > 0 {
         parts.push(format!(
             "{} order{} invalid ({} rows)",
             st.invalid_orders,
             if st.invalid_orders == 1 { "" } else { "s" },
             invalid_rows
         ));
+    } else if invalid_rows > 0 {
+        parts.push(format!("{invalid_rows} rows invalid"));
     }
     // Rows that were not sent for a reason of their own, in report order.
     for (state, n) in st.by_state.nonzero() {
@@ -248,6 +250,13 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
     }
     writeln!(out)?;
     if let Some(Intake::Planned { report, plan, .. }) = &s.intake {
+        for p in &report.file_problems {
+            writeln!(
+                out,
+                "  file refused, every row kept for fixing: {}",
+                location(Path::new(&s.path), p)
+            )?;
+        }
         for inv in &report.invalid {
             for p in &inv.problems {
                 writeln!(out, "  invalid: {}", location(Path::new(&s.path), p))?;

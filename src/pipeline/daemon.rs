@@ -165,6 +165,21 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
                     settler.take(&path, &candidates);
                     state.files_seen.fetch_add(1, Ordering::Relaxed);
                     match intake {
+                        Intake::Planned { report, .. } if !report.file_problems.is_empty() => {
+                            state.files_refused.fetch_add(1, Ordering::Relaxed);
+                            let why: Vec<String> = report
+                                .file_problems
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect();
+                            tracing::error!(
+                                file = %path.display(),
+                                "file refused, {} rows recorded invalid and kept in its rejects file: {}",
+                                report.rows,
+                                why.join("; ")
+                            );
+                            work.notify_one();
+                        }
                         Intake::Planned { report, plan, .. } => {
                             tracing::info!(
                                 file = %path.display(),

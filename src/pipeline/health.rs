@@ -25,6 +25,8 @@ pub struct DaemonState {
     pub files_seen: AtomicU64,
     pub files_done: AtomicU64,
     pub files_failed: AtomicU64,
+    /// Files refused as a whole (a missing column, …): their rows are recorded invalid.
+    pub files_refused: AtomicU64,
     /// Files seen but not ready yet (settling, or waiting for their marker).
     pub files_waiting: AtomicU64,
     pub scans: AtomicU64,
@@ -142,6 +144,12 @@ async fn metrics(state: &DaemonState, ledger: &SharedLedger) -> String {
         "counter",
         "Files that could not be read since start.",
         &[("", n(&state.files_failed))],
+    );
+    metric(
+        "files_refused_total",
+        "counter",
+        "Files refused as a whole (a missing column, …) since start; their rows are in rejects files.",
+        &[("", n(&state.files_refused))],
     );
     metric(
         "files_waiting",

@@ -205,7 +205,7 @@ impl Delivery {
             fault_hook_after_hash();
         }
         let mut conversions = Vec::new();
-        let report = process_file(&self.stages, path, &mut |c| {
+        let mut report = process_file(&self.stages, path, &mut |c| {
             let body = form::encode(&c);
             conversions.push((c, body));
         })?;
@@ -247,11 +247,16 @@ impl Delivery {
             .flat_map(|(c, _)| c.lines().iter().map(|l| l.hash))
             .collect();
         let known_lines: HashSet<LineHash> = ledger.known_lines(&hashes)?;
+        let refused = plan::Refused {
+            lines: std::mem::take(&mut report.refused),
+            problems: report.file_problems.clone(),
+        };
         let p = plan::plan(
             &conversions,
             &report.invalid,
             &report.filtered,
             &strays,
+            &refused,
             &known,
             &known_lines,
             mode,
