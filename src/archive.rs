@@ -125,6 +125,19 @@ pub fn write_rejects(
         .tempfile_in(dir)?;
     write_rows(src, reading, kind, lines, BufWriter::new(tmp.as_file_mut()))?;
     tmp.as_file().sync_all()?;
+    // The same rows with the same reasons already in a rejects file there (the same export
+    // finished again): that file is the answer, never a second identical one.
+    let size = tmp.as_file().metadata()?.len();
+    for n in 0..10_000 {
+        let existing = candidate(dir, &format!("{name}.rejects.{ext}"), n);
+        match fs::metadata(&existing) {
+            Ok(m) if m.len() == size && same_bytes(tmp.path(), &existing)? => {
+                return Ok(existing);
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
     for n in 0..10_000 {
         let target = candidate(dir, &format!("{name}.rejects.{ext}"), n);
         match tmp.persist_noclobber(&target) {
@@ -139,6 +152,22 @@ pub fn write_rejects(
         }
     }
     Err(io::Error::other("no free name for a rejects file"))
+}
+
+/// Whether two files hold the same bytes, compared in blocks.
+fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::io::Read;
+    let (mut a, mut b) = (File::open(a)?, File::open(b)?);
+    let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(b.read(&mut y[..1])? == 0);
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
 }
 
 fn write_rows<W: Write>(

@@ -469,3 +469,52 @@ fn a_hundred_thousand_empty_files_do_not_stop_the_daemon() {
         "and make no noise"
     );
 }
+
+/// A file refused as a whole (a Shopify export without `Created at`): the daemon logs an
+/// ERROR naming the file and the column, counts it in `files_refused_total`, records every
+/// row invalid, writes them all to the rejects file and archives the file (so it is neither
+/// lost nor read again in a loop).
+#[test]
+fn a_refused_file_is_logged_counted_and_kept_in_its_rejects_file() {
+    let d = Daemon::start(
+        "settle_secs = 0.3\nrescan_secs = 1\nformat = \"shopify-csv\"",
+        "",
+        TOKEN,
+    );
+    std::fs::write(
+        d.path("drop/orders_export.csv"),
+        "Name,Currency,Subtotal,Lineitem quantity,Lineitem name,Lineitem price,Lineitem sku\n\
+         #1,USD,10.00,1,Mug,10.00,MUG\n#2,USD,5.00,1,Tea,5.00,TEA\n",
+    )
+    .unwrap();
+    d.wait_for("the rejects file", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "orders_export.csv.rejects.csv").is_some()
+    });
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("orders_export.csv")
+            && l.contains("\"Created at\"")),
+        "{log}"
+    );
+    assert_eq!(d.metric("files_refused_total"), 1);
+    let rejects =
+        std::fs::read_to_string(archived(d.dir.path(), "orders_export.csv.rejects.csv").unwrap())
+            .unwrap();
+    assert_eq!(rejects.lines().count(), 3, "{rejects}");
+    assert!(
+        rejects
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("#1,USD,10.00,1,Mug,10.00,MUG,\"the file was refused"),
+        "{rejects}"
+    );
+    assert!(archived(d.dir.path(), "orders_export.csv").is_some());
+    assert_eq!(d.sandbox.stats().requests, 0);
+    let st = run_in(d.dir.path(), &["status", "--json"], &[]);
+    let doc: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let f = &doc["per_file"][0];
+    assert_eq!(f["rows"], 2);
+    assert_eq!(f["rows_invalid"], 2, "{f}");
+}

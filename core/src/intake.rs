@@ -212,7 +212,19 @@ pub fn process_reader(
                 if refuse {
                     report.refused.push(LineRef { line, hash });
                 } else {
-                    let row = mapper.map(line, hash, record);
+                    let mut row = mapper.map(line, hash, record);
+                    if let Some((first, last)) = reader.open_quote() {
+                        // One message for the broken structure, not one per cell.
+                        row.problems = vec![Problem::new(
+                            Some(first),
+                            None,
+                            format!(
+                                "the quote opened on line {first} is never closed; lines \
+                                 {first}–{last} became one cell: close the quote (or double a \
+                                 quote inside a value: \"\"), then drop the file again"
+                            ),
+                        )];
+                    }
                     if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
                         grouper.push(row);
                     }

@@ -59,6 +59,7 @@ pub struct Refused {
 }
 
 /// Decides, for one file.
+#[allow(clippy::too_many_arguments)] // each input is a distinct fact of the file or ledger
 pub fn plan(
     conversions: &[(Conversion, String)],
     invalid: &[Invalid],

@@ -101,6 +101,10 @@ state_table! {
         Done = "done", "done", false;
         /// The same content as an earlier file: nothing of it is sent.
         Duplicate = "duplicate", "duplicate", false;
+        /// Done, and read again since under the same name with other content (a stalled
+        /// upload completed, an append, a re-export): its invalid rows are no longer open
+        /// problems; the later reading's are.
+        Superseded = "superseded", "superseded by a later reading", false;
     }
 }
 

@@ -168,7 +168,16 @@ impl Ledger {
                     params![content_hash, shown, *size as i64, mtime, now],
                 )
                 .map_err(sql(&path, "record a file"))?;
-                tx.last_insert_rowid()
+                let id = tx.last_insert_rowid();
+                // An earlier reading of the same file (a stalled upload, an append, a
+                // re-export under the same name) no longer holds open problems.
+                tx.execute(
+                    "UPDATE files SET state = 'superseded'
+                     WHERE path = ?1 AND id < ?2 AND state = 'done'",
+                    params![shown, id],
+                )
+                .map_err(sql(&path, "supersede earlier readings"))?;
+                id
             }
         };
         let mut ids = Vec::with_capacity(conversions.len());
@@ -408,8 +417,12 @@ impl Ledger {
     ) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE files SET state = 'done', finished_at = ?2, archived_to = COALESCE(?3, archived_to),
-                    rejects_path = COALESCE(?4, rejects_path)
+                "UPDATE files SET finished_at = ?2, archived_to = COALESCE(?3, archived_to),
+                    rejects_path = COALESCE(?4, rejects_path),
+                    state = CASE WHEN EXISTS (SELECT 1 FROM files later
+                        WHERE later.path = files.path AND later.id > files.id
+                          AND later.state != 'duplicate')
+                      THEN 'superseded' ELSE 'done' END
                  WHERE id = ?1",
                 params![file_id, now_text(), archived_to, rejects],
             )

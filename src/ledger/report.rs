@@ -323,7 +323,7 @@ impl Ledger {
                 "SELECT f.path AS file, l.line AS line, l.outcome AS outcome,
                     COALESCE(l.reason, '') AS reason
                  FROM lines l JOIN files f ON f.id = l.file_id
-                 WHERE l.outcome IN ({})
+                 WHERE f.state != 'superseded' AND l.outcome IN ({})
                  ORDER BY l.file_id DESC, l.line LIMIT ?1",
                 listed.join(", ")
             ))

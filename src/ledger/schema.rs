@@ -83,15 +83,86 @@ pub const MIGRATIONS: &[&str] = &[
         queued          INTEGER NOT NULL
     );
     "#,
+    // 2: state columns without fixed CHECK lists: the states are the tables in
+    // core/src/state.rs, enforced by triggers generated from them (`state_checks`), so a new
+    // state needs no table rebuild. Run with foreign keys off (see `migrate`).
+    r#"
+    CREATE TABLE files_v2 (
+        id             INTEGER PRIMARY KEY,
+        content_hash   TEXT NOT NULL,
+        path           TEXT NOT NULL,
+        size           INTEGER NOT NULL,
+        mtime          TEXT,
+        state          TEXT NOT NULL,
+        duplicate_of   INTEGER REFERENCES files(id),
+        rows           INTEGER NOT NULL DEFAULT 0,
+        skipped_lines  INTEGER NOT NULL DEFAULT 0,
+        invalid_orders INTEGER NOT NULL DEFAULT 0,
+        archived_to    TEXT,
+        rejects_path   TEXT,
+        first_seen     TEXT NOT NULL,
+        finished_at    TEXT
+    );
+    INSERT INTO files_v2 SELECT * FROM files;
+    DROP TABLE files;
+    ALTER TABLE files_v2 RENAME TO files;
+    CREATE INDEX files_by_hash ON files(content_hash);
+    CREATE INDEX files_by_state ON files(state);
+    CREATE INDEX files_by_path ON files(path);
+
+    CREATE TABLE conversions_v2 (
+        id              INTEGER PRIMARY KEY,
+        campaign_id     TEXT NOT NULL,
+        event_field     TEXT NOT NULL,
+        event_id        TEXT NOT NULL,
+        order_id        TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        payload_hash    TEXT NOT NULL,
+        file_id         INTEGER NOT NULL REFERENCES files(id),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error      TEXT,
+        queued_uri      TEXT,
+        warnings        TEXT,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        accepted_at     TEXT,
+        UNIQUE (campaign_id, event_field, event_id, order_id)
+    );
+    INSERT INTO conversions_v2 SELECT * FROM conversions;
+    DROP TABLE conversions;
+    ALTER TABLE conversions_v2 RENAME TO conversions;
+    CREATE INDEX conversions_due ON conversions(state, next_attempt_at);
+    "#,
 ];
 
 /// Applies the migrations the database lacks.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    // Table rebuilds need foreign keys off; the pragma has no effect inside a transaction,
+    // so it is set around it, and the keys are checked before the commit.
+    let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = migrate_in_transaction(conn);
+    conn.pragma_update(None, "foreign_keys", fk)?;
+    result
+}
+
+fn migrate_in_transaction(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    let broken: i64 = tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get(0)
+    })?;
+    if broken > 0 {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            Some(format!("{broken} rows break a foreign key after migrating")),
+        ));
     }
     tx.commit()
 }
@@ -135,6 +206,38 @@ pub fn state_checks(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_ledger_keeps_its_rows_through_migration_2() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute_batch(
+            "INSERT INTO files (content_hash, path, size, state, first_seen)
+               VALUES ('h', 'drop/a.csv', 10, 'done', 't');
+             INSERT INTO conversions (campaign_id, event_field, event_id, order_id, state, body,
+               payload_hash, file_id, created_at, updated_at)
+               VALUES ('1', 'ActionTrackerId', '2', 'A', 'accepted', 'b', 'p', 1, 't', 't');
+             INSERT INTO lines (file_id, line, hash, conversion_id, outcome)
+               VALUES (1, 2, x'00', 1, 'sent');",
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        state_checks(&c).unwrap();
+        let n = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(n("PRAGMA user_version"), MIGRATIONS.len() as i64);
+        assert_eq!(n("SELECT COUNT(*) FROM files"), 1);
+        assert_eq!(n("SELECT COUNT(*) FROM conversions WHERE file_id = 1"), 1);
+        assert_eq!(
+            n("SELECT COUNT(*) FROM lines l JOIN conversions c ON c.id = l.conversion_id"),
+            1
+        );
+        assert_eq!(n("PRAGMA foreign_keys"), 1);
+        c.execute("UPDATE files SET state = 'superseded'", [])
+            .unwrap();
+        assert!(c.execute("UPDATE files SET state = 'bogus'", []).is_err());
+    }
 
     #[test]
     fn an_unknown_state_is_refused_by_the_database() {

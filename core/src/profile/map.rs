@@ -140,19 +140,50 @@ impl CsvMapper {
                 ),
             ));
         }
+        // A whole row packed in one quoted cell: one message, and nothing of it is read as a
+        // value (it would otherwise become a 600-character OrderId holding an address).
+        if record.len() == 1 && self.width > 1 {
+            let cell = String::from_utf8_lossy(trim(&record[0])).into_owned();
+            if cell.contains([',', ';', '\t', '|']) {
+                problems.push(Problem::new(
+                    Some(line),
+                    None,
+                    format!(
+                        "the whole row is one quoted cell (\"{}\"): the export quoted each row \
+                         instead of each value; export it again with plain CSV quoting",
+                        crate::model::excerpt(&cell)
+                    ),
+                ));
+                return Row {
+                    line,
+                    hash,
+                    problems,
+                    ..Row::default()
+                };
+            }
+        }
+        if record.len() < self.width && self.targets.iter().any(|(c, _, _)| *c >= record.len()) {
+            let missing: Vec<&str> = self
+                .targets
+                .iter()
+                .filter(|(c, _, _)| *c >= record.len())
+                .map(|(c, _, _)| self.names[*c].as_str())
+                .collect();
+            problems.push(Problem::new(
+                Some(line),
+                None,
+                format!(
+                    "the row has only {} cells but the header has {}: the row looks cut short \
+                     (no {}); fix or remove it",
+                    record.len(),
+                    self.width,
+                    missing.join(", ")
+                ),
+            ));
+        }
         for i in 0..self.targets.len() {
             let (col, field, transform) = self.targets[i];
             let Some(raw) = record.get(col) else {
-                problems.push(Problem::at(
-                    line,
-                    &self.names[col],
-                    format!(
-                        "the row has only {} cells but the header has {}: the row looks cut \
-                         short; fix or remove it",
-                        record.len(),
-                        self.width
-                    ),
-                ));
                 continue;
             };
             let raw = match transform {

@@ -80,6 +80,10 @@ struct LineTracker {
     line: u64,
     at_line_start: bool,
     starts: VecDeque<(u64, u64)>,
+    /// Double quotes seen so far: an odd count at the end means a quote never closed.
+    quotes: u64,
+    /// The input is exhausted.
+    eof: bool,
 }
 
 impl LineTracker {
@@ -91,6 +95,8 @@ impl LineTracker {
             line: 1,
             at_line_start: true,
             starts: VecDeque::new(),
+            quotes: 0,
+            eof: false,
         }
     }
 
@@ -117,6 +123,9 @@ impl Read for LineTracker {
             ));
         }
         let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
         for (i, &b) in buf[..n].iter().enumerate() {
             let eol = b == b'\n' || b == b'\r';
             if self.at_line_start && !eol {
@@ -124,6 +133,8 @@ impl Read for LineTracker {
             }
             if b == b'\n' {
                 self.line += 1;
+            } else if b == b'"' {
+                self.quotes += 1;
             }
             self.at_line_start = eol;
         }
@@ -141,6 +152,7 @@ pub struct CsvReader {
     /// Lines consumed before the CSV data (a `sep=` line).
     line_offset: u64,
     delimiter: u8,
+    open_quote: Option<(u64, u64)>,
     pub skipped: SkipCounts,
 }
 
@@ -190,6 +202,7 @@ impl CsvReader {
             norm: Vec::with_capacity(1024),
             line_offset,
             delimiter,
+            open_quote: None,
             skipped: SkipCounts::default(),
         };
         loop {
@@ -212,6 +225,12 @@ impl CsvReader {
 
     pub fn delimiter(&self) -> u8 {
         self.delimiter
+    }
+
+    /// For the record just read: `(first, last)` line when a quote opened in it is never
+    /// closed, so every line up to the end of the file became part of one cell.
+    pub fn open_quote(&self) -> Option<(u64, u64)> {
+        self.open_quote
     }
 
     fn read_record(&mut self) -> std::io::Result<bool> {
@@ -250,6 +269,26 @@ impl CsvReader {
             }
             let hash = self.hash_record();
             let line = self.line();
+            // A record that ends only at the end of the file, after a quote that was never
+            // closed, swallowed every line after it into one cell.
+            self.open_quote = None;
+            let tracker = self.rdr.get_ref();
+            if tracker.eof && tracker.quotes % 2 == 1 {
+                let breaks: u64 = self
+                    .record
+                    .iter()
+                    .map(|f| f.iter().filter(|b| **b == b'\n').count() as u64)
+                    .sum();
+                let trailing = self
+                    .record
+                    .iter()
+                    .next_back()
+                    .is_some_and(|f| f.ends_with(b"\n"));
+                let last = line + breaks - u64::from(trailing);
+                if last > line {
+                    self.open_quote = Some((line, last));
+                }
+            }
             return Ok(Some((line, hash, &self.record)));
         }
     }
