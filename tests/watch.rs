@@ -518,3 +518,82 @@ fn a_refused_file_is_logged_counted_and_kept_in_its_rejects_file() {
     assert_eq!(f["rows"], 2);
     assert_eq!(f["rows_invalid"], 2, "{f}");
 }
+
+/// Ages every record in the ledger by `days`, as a clock that far ahead would see them.
+fn age_ledger(path: &Path, days: i64) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let t = (chrono::Utc::now() - chrono::Duration::days(days))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    c.execute(
+        "UPDATE conversions SET updated_at = ?1, created_at = ?1, accepted_at = ?1",
+        [&t],
+    )
+    .unwrap();
+    c.execute("UPDATE files SET first_seen = ?1, finished_at = ?1", [&t])
+        .unwrap();
+}
+
+/// A start with the clock far ahead (every record looks 401 days old): nothing is pruned,
+/// the daemon says why, and a cumulative re-export sends only its new orders.
+#[test]
+fn a_clock_far_ahead_at_start_prunes_nothing_and_pays_nothing_twice() {
+    let mut d = Daemon::start("settle_secs = 0.3\nrescan_secs = 1", "", TOKEN);
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 10, 1)).unwrap();
+    d.wait_for("10 accepted and archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "orders.csv").is_some()
+    });
+    d.terminate();
+    age_ledger(&d.path("ledger.sqlite"), 401);
+    d.spawn();
+    d.wait_for("the refusal to prune", Duration::from_secs(20), |d| {
+        d.log().contains("not pruning: the clock says")
+    });
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 12, 1)).unwrap();
+    d.wait_for("12 orders accepted", Duration::from_secs(20), |d| {
+        d.accepted().len() == 12
+    });
+    d.wait_for("the re-export archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "orders.1.csv").is_some()
+    });
+    assert_eq!(d.sandbox.stats().requests, 12, "only the 2 new orders went");
+    assert!(d.accepted().values().all(|n| *n == 1));
+}
+
+/// After normal pruning (records older than keep_days, newer ones present), an accepted
+/// order is still known: an old export dropped again sends nothing, and `status` shows the
+/// pruned rows as pruned, never as unaccounted.
+#[test]
+fn pruned_orders_are_never_paid_again_and_status_says_pruned() {
+    let mut d = Daemon::start("settle_secs = 0.3\nrescan_secs = 1", "", TOKEN);
+    std::fs::write(d.path("drop/old.csv"), orders(1, 5, 1)).unwrap();
+    d.wait_for("old archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "old.csv").is_some()
+    });
+    d.terminate();
+    age_ledger(&d.path("ledger.sqlite"), 500);
+    // One recent file, so the clock looks right.
+    std::fs::write(d.path("drop/new.csv"), orders(100, 1, 1)).unwrap();
+    d.spawn();
+    d.wait_for("new archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "new.csv").is_some()
+    });
+    d.terminate();
+    d.spawn();
+    d.wait_for("pruning", Duration::from_secs(20), |d| {
+        d.log().contains("pruned 5 line records")
+    });
+    // The old export again, under another name.
+    std::fs::write(d.path("drop/old-again.csv"), orders(1, 5, 1) + "\n").unwrap();
+    d.wait_for("old-again archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "old-again.csv").is_some()
+    });
+    assert_eq!(
+        d.sandbox.stats().requests,
+        6,
+        "nothing of the old orders went again"
+    );
+    let st = run_in(d.dir.path(), &["status"], &[]);
+    assert!(st.stdout.contains("5 rows pruned"), "{}", st.stdout);
+    assert!(!st.stdout.contains("UNACCOUNTED"), "{}", st.stdout);
+}

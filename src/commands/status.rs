@@ -97,11 +97,17 @@ pub fn run(
             writeln!(out, ": same content as file #{of}, nothing sent")?;
             continue;
         }
-        let parts: Vec<String> = f
+        let mut parts: Vec<String> = f
             .by_state
             .nonzero()
             .map(|(state, n)| format!("{n} {}", state.label()))
             .collect();
+        if f.pruned_rows > 0 {
+            parts.push(format!(
+                "{} rows pruned (older than keep_days: accounted for, no longer itemised)",
+                f.pruned_rows
+            ));
+        }
         write!(
             out,
             ": {}",

@@ -29,7 +29,7 @@ mod commit;
 mod report;
 mod schema;
 
-pub use report::{FileStats, NotSent, RecentError, RowCounts};
+pub use report::{FileStats, NotSent, Pruned, RecentError, RowCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -547,20 +547,45 @@ mod tests {
             .unwrap();
         assert_eq!(
             l.prune(400).unwrap(),
-            (1, 1),
-            "A's line and A; not pending P or its line"
+            Pruned::Done {
+                lines: 1,
+                bodies: 1
+            },
+            "A's line and A's body; not pending P or its line"
         );
-        let left: Vec<String> = {
+        // Every conversion's key and state stay: A, accepted long ago, is still known.
+        let left: Vec<(String, String, String)> = {
             let mut st = l
                 .conn()
-                .prepare("SELECT order_id FROM conversions ORDER BY order_id")
+                .prepare("SELECT order_id, state, body FROM conversions ORDER BY order_id")
                 .unwrap();
-            st.query_map([], |r| r.get(0))
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .unwrap()
                 .map(|r| r.unwrap())
                 .collect()
         };
-        assert_eq!(left, vec!["B", "P"]);
+        assert_eq!(left.len(), 3);
+        assert_eq!(
+            (left[0].0.as_str(), left[0].1.as_str(), left[0].2.as_str()),
+            ("A", "accepted", "")
+        );
+        assert_eq!(l.file_stats(Some(old), 1).unwrap()[0].pruned_rows, 1);
+        assert_eq!(
+            l.file_stats(Some(old), 1).unwrap()[0].accounted(),
+            2,
+            "P pending + A pruned"
+        );
+        // A clock far ahead: every record looks older than keep_days: nothing is pruned.
+        l.conn()
+            .execute("UPDATE conversions SET updated_at = ?1", params![long_ago])
+            .unwrap();
+        l.conn()
+            .execute(
+                "UPDATE files SET finished_at = ?1, first_seen = ?1",
+                params![long_ago],
+            )
+            .unwrap();
+        assert!(matches!(l.prune(400).unwrap(), Pruned::Refused { .. }));
         assert!(
             l.file_by_hash("old").unwrap().is_some(),
             "file records stay"

@@ -25,6 +25,10 @@ pub struct FileStats {
     /// Distinct conversions of this file by state (`conversions_<state>` in JSON).
     #[serde(flatten)]
     pub conversions: ConvCounts,
+    /// Rows whose line details were pruned (older than `keep_days`): accounted for, no
+    /// longer itemised.
+    #[serde(rename = "rows_pruned")]
+    pub pruned_rows: u64,
     pub first_seen: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
@@ -107,8 +111,17 @@ impl serde::Serialize for ConvCounts {
 impl FileStats {
     /// Rows with a recorded outcome.
     pub fn accounted(&self) -> u64 {
-        self.by_state.total()
+        self.by_state.total() + self.pruned_rows
     }
+}
+
+/// What pruning did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pruned {
+    /// Line records and conversion bodies removed.
+    Done { lines: u64, bodies: u64 },
+    /// Nothing pruned: every record is older than `keep_days`, so the clock looks wrong.
+    Refused { newest: String, now: String },
 }
 
 /// A row that was not sent, with why: invalid, filtered, changed after it was sent.
@@ -137,7 +150,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT id, path, state, duplicate_of, rows, skipped_lines, invalid_orders,
-                    first_seen, finished_at, archived_to, rejects_path
+                    first_seen, finished_at, archived_to, rejects_path, pruned_rows
                  FROM files WHERE ?1 IS NULL OR id = ?1 ORDER BY id DESC LIMIT ?2",
             )
             .map_err(&read)?;
@@ -157,6 +170,7 @@ impl Ledger {
                     finished_at: r.get("finished_at")?,
                     archived_to: r.get("archived_to")?,
                     rejects_path: r.get("rejects_path")?,
+                    pruned_rows: n("pruned_rows")?,
                     ..FileStats::default()
                 })
             })
@@ -218,36 +232,73 @@ impl Ledger {
             .collect())
     }
 
-    /// Prunes line and conversion records older than `keep_days`, never those still pending
-    /// (nor the lines of files still processing). File records stay: they are small, and they
-    /// keep even an ancient export recognised by its content hash. Returns `(lines,
-    /// conversions)` removed.
-    pub fn prune(&mut self, keep_days: u32) -> Result<(u64, u64)> {
-        let cutoff = time_text(chrono::Utc::now() - chrono::Duration::days(i64::from(keep_days)));
+    /// Prunes what is older than `keep_days` and no longer needed: the line details of
+    /// finished files and the bodies of final conversions. A conversion's key, payload hash
+    /// and state are never pruned: an accepted order is never forgotten, so it can never be
+    /// paid twice, however late it comes again. File records stay too (their hashes keep an
+    /// ancient export recognised). Refuses when the clock looks wrong: when every record
+    /// would be older than `keep_days` (a clock far ahead), nothing is pruned.
+    pub fn prune(&mut self, keep_days: u32) -> Result<Pruned> {
+        let now = chrono::Utc::now();
+        let cutoff = time_text(now - chrono::Duration::days(i64::from(keep_days)));
         let path = self.path.clone();
+        let newest: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT MAX(t) FROM (
+                    SELECT MAX(updated_at) AS t FROM conversions
+                    UNION ALL SELECT MAX(COALESCE(finished_at, first_seen)) FROM files)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql(&path, "read the newest record"))?;
+        let Some(newest) = newest else {
+            return Ok(Pruned::Done {
+                lines: 0,
+                bodies: 0,
+            });
+        };
+        if newest < cutoff {
+            return Ok(Pruned::Refused {
+                newest,
+                now: time_text(now),
+            });
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql(&path, "begin"))?;
+        const OLD_LINES: &str = "file_id IN
+                (SELECT id FROM files WHERE state != 'processing'
+                   AND COALESCE(finished_at, first_seen) < ?1)
+             AND (conversion_id IS NULL OR conversion_id NOT IN
+                (SELECT id FROM conversions WHERE state = 'pending'))";
+        tx.execute(
+            &format!(
+                "UPDATE files SET pruned_rows = pruned_rows +
+                    (SELECT COUNT(*) FROM lines WHERE lines.file_id = files.id AND {})
+                 WHERE id IN (SELECT DISTINCT file_id FROM lines WHERE {})",
+                OLD_LINES.replace("file_id IN", "lines.file_id IN"),
+                OLD_LINES
+            ),
+            [&cutoff],
+        )
+        .map_err(sql(&path, "count pruned rows"))?;
         let lines = tx
-            .execute(
-                "DELETE FROM lines WHERE file_id IN
-                    (SELECT id FROM files WHERE state != 'processing'
-                       AND COALESCE(finished_at, first_seen) < ?1)
-                 AND (conversion_id IS NULL OR conversion_id NOT IN
-                    (SELECT id FROM conversions WHERE state = 'pending'))",
-                [&cutoff],
-            )
+            .execute(&format!("DELETE FROM lines WHERE {OLD_LINES}"), [&cutoff])
             .map_err(sql(&path, "prune lines"))?;
-        let conversions = tx
+        let bodies = tx
             .execute(
-                "DELETE FROM conversions WHERE state != 'pending' AND updated_at < ?1
-                 AND id NOT IN (SELECT conversion_id FROM lines WHERE conversion_id IS NOT NULL)",
+                "UPDATE conversions SET body = '' WHERE state != 'pending' AND updated_at < ?1
+                 AND body != ''",
                 [&cutoff],
             )
-            .map_err(sql(&path, "prune conversions"))?;
+            .map_err(sql(&path, "prune bodies"))?;
         tx.commit().map_err(sql(&path, "commit pruning"))?;
-        Ok((lines as u64, conversions as u64))
+        Ok(Pruned::Done {
+            lines: lines as u64,
+            bodies: bodies as u64,
+        })
     }
 
     /// Rows recorded with this outcome (e.g. `invalid`), across all files.

@@ -135,6 +135,11 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE conversions_v2 RENAME TO conversions;
     CREATE INDEX conversions_due ON conversions(state, next_attempt_at);
     "#,
+    // 3: rows whose line details were pruned, per file, so `status` tells pruned rows from
+    // unaccounted ones.
+    r#"
+    ALTER TABLE files ADD COLUMN pruned_rows INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Applies the migrations the database lacks.

@@ -25,7 +25,7 @@ use super::{Delivery, Intake, Record};
 use crate::config::{Config, Secret};
 use crate::impact::client::Client;
 use crate::impact::pacing::Pacer;
-use crate::ledger::{with_ledger, Ledger, LedgerError, SharedLedger};
+use crate::ledger::{with_ledger, Ledger, LedgerError, Pruned, SharedLedger};
 use crate::plan::Mode;
 use crate::submit;
 use crate::watch::{self, Hint, Settler, WatchOptions};
@@ -312,10 +312,13 @@ async fn finish_files(deliverer: &Arc<Delivery>, ledger: &SharedLedger, state: &
 
 async fn prune(ledger: &SharedLedger, keep_days: u32) {
     match with_ledger(ledger, move |l| l.prune(keep_days)).await {
-        Ok((0, 0)) => {}
-        Ok((lines, conversions)) => {
-            tracing::info!("pruned {lines} line and {conversions} conversion records older than {keep_days} days")
-        }
+        Ok(Pruned::Done { lines: 0, bodies: 0 }) => {}
+        Ok(Pruned::Done { lines, bodies }) => tracing::info!(
+            "pruned {lines} line records and {bodies} conversion bodies older than {keep_days} days (every conversion's key and state stay)"
+        ),
+        Ok(Pruned::Refused { newest, now }) => tracing::warn!(
+            "not pruning: the clock says {now}, but the newest record in the ledger is from {newest}, more than {keep_days} days earlier; the clock looks wrong (fix it), or the ledger has been idle that long"
+        ),
         Err(e) => tracing::warn!("pruning the ledger failed: {e}"),
     }
 }
