@@ -22,6 +22,12 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Start with a new, empty ledger on purpose although the archive folder holds exports
+    /// an earlier ledger sent (without it, such a start is refused: a fresh ledger would send
+    /// again what was sent)
+    #[arg(long, global = true)]
+    pub new_ledger: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -69,6 +69,9 @@ pub struct Config {
     /// The file this came from, if any (relative paths inside it are resolved against it).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+    /// `--new-ledger`: an empty ledger beside archived exports is intended.
+    #[serde(skip)]
+    pub allow_new_ledger: bool,
     pub source: SourceConfig,
     pub impact: ImpactConfig,
     pub ledger: LedgerConfig,
@@ -792,6 +795,7 @@ fn build(
             keep_days,
         },
         file,
+        allow_new_ledger: false,
     })
 }
 

@@ -270,6 +270,75 @@ pub fn expand_paths(paths: &[PathBuf], ignore: &Ignore) -> Result<Vec<PathBuf>, 
     Ok(out)
 }
 
+/// The name of the lock a running impact-drop holds in its drop folder (a dotfile, so never
+/// read as an export).
+pub const FOLDER_LOCK: &str = ".impact-drop.lock";
+
+/// Held while an impact-drop takes files from a drop folder: a second one over the same
+/// folder, even with another ledger, would send every order again.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+/// Another impact-drop is taking files from this folder.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another impact-drop ({holder}) is taking files from the drop folder {dir}: two instances \
+     over one folder would each send every order (with two ledgers, nothing stops the second \
+     from paying again); stop the other one, or give each its own drop folder",
+    dir = .dir.display()
+)]
+pub struct FolderInUse {
+    pub dir: PathBuf,
+    pub holder: String,
+}
+
+/// Takes the folder's lock (`None` when the folder does not exist or cannot hold the file).
+pub fn lock_folder(dir: &Path, ledger: &Path) -> Result<Option<FolderLock>, FolderInUse> {
+    use std::io::{Read, Seek, Write};
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let path = dir.join(FOLDER_LOCK);
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    else {
+        return Ok(None);
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let ledger = std::fs::canonicalize(ledger).unwrap_or_else(|_| ledger.to_owned());
+            let _ = file.set_len(0);
+            let _ = file.seek(std::io::SeekFrom::Start(0));
+            let _ = write!(
+                file,
+                "pid {} ledger {}",
+                std::process::id(),
+                ledger.display()
+            );
+            Ok(Some(FolderLock { _file: file }))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(FolderInUse {
+                dir: dir.to_owned(),
+                holder: if holder.trim().is_empty() {
+                    "another process".into()
+                } else {
+                    holder.trim().to_owned()
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(_)) => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

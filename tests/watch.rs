@@ -282,7 +282,7 @@ fn a_thousand_files_at_once_each_order_once() {
         std::fs::read_dir(d.path("drop"))
             .unwrap()
             .flatten()
-            .filter(|e| e.path().is_file())
+            .filter(|e| e.path().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
             .count()
             == 0
     });
@@ -596,4 +596,101 @@ fn pruned_orders_are_never_paid_again_and_status_says_pruned() {
     let st = run_in(d.dir.path(), &["status"], &[]);
     assert!(st.stdout.contains("5 rows pruned"), "{}", st.stdout);
     assert!(!st.stdout.contains("UNACCOUNTED"), "{}", st.stdout);
+}
+
+/// The lock follows the ledger file, not its name: a second daemon naming the same ledger
+/// through a symlink is refused; a second daemon on the same drop folder with another ledger
+/// is refused too; nothing is sent twice.
+#[test]
+fn one_writer_per_ledger_and_per_drop_folder_whatever_the_path() {
+    let d = Daemon::start("settle_secs = 0.3\nrescan_secs = 1", "", TOKEN);
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 20, 1)).unwrap();
+    d.wait_for("archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "orders.csv").is_some()
+    });
+    std::os::unix::fs::symlink(d.path("ledger.sqlite"), d.path("alias.sqlite")).unwrap();
+    let run_with = |ledger: &str| {
+        let _g = d.rt.enter();
+        run_in(
+            d.dir.path(),
+            &["watch"],
+            &[("IMPACT_DROP_LEDGER", ledger), ("IMPACT_AUTH_TOKEN", TOKEN)],
+        )
+    };
+    let second = run_with("alias.sqlite");
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("is in use by another impact-drop"),
+        "{}",
+        second.stderr
+    );
+    let other = run_with("other.sqlite");
+    assert_eq!(other.code, 2, "{}", other.stderr);
+    assert!(
+        other
+            .stderr
+            .contains("is taking files from the drop folder")
+            && other
+                .stderr
+                .contains(&format!("pid {}", d.child.as_ref().unwrap().id())),
+        "{}",
+        other.stderr
+    );
+    // `run` over the same folder with another ledger is refused the same way.
+    let _g = d.rt.enter();
+    let run = run_in(
+        d.dir.path(),
+        &["run"],
+        &[
+            ("IMPACT_DROP_LEDGER", "third.sqlite"),
+            ("IMPACT_AUTH_TOKEN", TOKEN),
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(d.sandbox.stats().requests, 20);
+}
+
+/// The ledger deleted under a running daemon: it notices (healthz 503, an ERROR), takes in
+/// and sends nothing more; a restart with the empty ledger is refused because the archive
+/// holds exports an earlier ledger sent, until the operator says --new-ledger.
+#[test]
+fn a_ledger_deleted_under_watch_is_an_alarm_not_a_fresh_start() {
+    let mut d = Daemon::start("settle_secs = 0.3\nrescan_secs = 1", "", TOKEN);
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 20, 1)).unwrap();
+    d.wait_for("archived", Duration::from_secs(20), |d| {
+        archived(d.dir.path(), "orders.csv").is_some()
+    });
+    for f in ["ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"] {
+        let _ = std::fs::remove_file(d.path(f));
+    }
+    d.wait_for("the alarm", Duration::from_secs(20), |d| {
+        d.log().contains("ERROR") && d.log().contains("was deleted or replaced")
+    });
+    assert_eq!(d.http("/healthz").0, 503);
+    // A cumulative re-export is not taken in while the ledger is gone.
+    let scans = d.metric("scans_total");
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 25, 1)).unwrap();
+    d.wait_for("two more scans", Duration::from_secs(20), |d| {
+        d.metric("scans_total") >= scans + 2
+    });
+    assert_eq!(d.sandbox.stats().requests, 20);
+    d.terminate();
+    // A restart on the empty ledger is refused …
+    let _g = d.rt.enter();
+    let r = run_in(d.dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("archived exports that an earlier ledger sent"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(d.sandbox.stats().requests, 20, "nothing re-sent");
+    // … unless the operator says so.
+    let r = run_in(
+        d.dir.path(),
+        &["run", "--new-ledger"],
+        &[("IMPACT_AUTH_TOKEN", TOKEN)],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }

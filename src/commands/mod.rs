@@ -111,7 +111,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
         Command::Demo { samples } => return sandbox::demo(samples, out),
         _ => {}
     }
-    let config = config::load(cli.config.as_deref())?;
+    let mut config = config::load(cli.config.as_deref())?;
+    config.allow_new_ledger = cli.new_ledger;
     match cli.command {
         Command::Watch => watch::run(config),
         Command::Run => deliver::run(

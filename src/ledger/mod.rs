@@ -34,10 +34,10 @@ pub use report::{FileStats, NotSent, Pruned, RecentError, RowCounts};
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error(
-        "the ledger {path} is in use by another impact-drop (lock file {lock}): stop the other \
-         instance first, or give this one its own [ledger] path"
+        "the ledger {path} is in use by another impact-drop (it holds a lock on the file \
+         itself): stop the other instance first, or give this one its own [ledger] path"
     )]
-    Locked { path: PathBuf, lock: PathBuf },
+    Locked { path: PathBuf },
     #[error(
         "the ledger {path} was written by a newer impact-drop (schema version {found}, this \
          build knows up to {known}): upgrade impact-drop; the file was not changed"
@@ -123,6 +123,8 @@ pub struct Ledger {
     conn: Connection,
     path: PathBuf,
     _lock: Option<File>,
+    /// `(device, inode)` of the file opened, to notice it deleted or replaced.
+    identity: Option<(u64, u64)>,
 }
 
 /// Now, as the ledger writes times: RFC 3339 UTC with milliseconds (sorts as text).
@@ -145,28 +147,40 @@ impl Ledger {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let lock_path = lock_path(path);
-        let lock = private_file(&lock_path).map_err(io)?;
+        // Created 0600: the ledger holds order data. The lock is taken on the ledger file
+        // itself (flock, separate from SQLite's own fcntl locks), so a second writer is
+        // refused whatever path names the file (a symlink, a relative path) and no lock file
+        // beside it can be deleted or go stale.
+        let lock = private_file(path).map_err(io)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(LedgerError::Locked {
                     path: path.to_owned(),
-                    lock: lock_path,
                 })
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        // Created 0600: the ledger holds order data.
-        drop(private_file(path).map_err(io)?);
+        let identity = file_identity(&lock);
         let conn = Connection::open(path).map_err(sql(path, "open"))?;
         let mut ledger = Ledger {
             conn,
             path: path.to_owned(),
             _lock: Some(lock),
+            identity,
         };
         ledger.setup(true)?;
         Ok(ledger)
+    }
+
+    /// Whether the ledger's path still names the file this ledger opened: `false` once the
+    /// file was deleted, moved away or replaced under a running process.
+    pub fn still_at_its_path(&self) -> bool {
+        match (self.identity, std::fs::metadata(&self.path)) {
+            (Some(id), Ok(m)) => metadata_identity(&m) == Some(id),
+            (None, _) => true,
+            (Some(_), Err(_)) => false,
+        }
     }
 
     /// Opens an existing ledger for reading only, without the lock (`status`, dry runs).
@@ -185,6 +199,7 @@ impl Ledger {
             conn,
             path: path.to_owned(),
             _lock: None,
+            identity: None,
         };
         ledger.setup(false)?;
         Ok(ledger)
@@ -198,6 +213,7 @@ impl Ledger {
             conn,
             path,
             _lock: None,
+            identity: None,
         };
         ledger.setup(true)?;
         Ok(ledger)
@@ -336,10 +352,22 @@ fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) ->
     }
 }
 
-pub fn lock_path(ledger: &Path) -> PathBuf {
-    let mut name = ledger.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
+/// `(device, inode)` of an open file: which file a path named when it was opened.
+fn file_identity(f: &File) -> Option<(u64, u64)> {
+    f.metadata().ok().as_ref().and_then(metadata_identity)
+}
+
+fn metadata_identity(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        None
+    }
 }
 
 /// Opens (creating with mode 0600) a file that holds private data.

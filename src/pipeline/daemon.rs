@@ -52,6 +52,10 @@ pub enum DaemonError {
         .0.display()
     )]
     NoDropDir(std::path::PathBuf),
+    #[error(transparent)]
+    FolderInUse(#[from] crate::watch::FolderInUse),
+    #[error(transparent)]
+    Deliver(#[from] super::DeliverError),
     #[error("cannot listen on {addr} ([http] listen): {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -75,6 +79,12 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
         return Err(DaemonError::NoDropDir(opts.dir.clone()));
     }
     let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::open(&config.ledger.path)?));
+    let _folder = watch::lock_folder(&opts.dir, &config.ledger.path)?;
+    with_ledger(&ledger, {
+        let config = config.clone();
+        move |l| Ok(super::guard_new_ledger(&config, l))
+    })
+    .await??;
     let run_id = with_ledger(&ledger, |l| l.start_run("watch", "")).await?;
     let deliverer = Arc::new(Delivery::new(config.clone(), ledger.clone()));
     let state = Arc::new(DaemonState::default());
@@ -122,6 +132,7 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
     let mut next_rescan = Instant::now();
     let mut next_settle: Option<Instant> = None;
     let mut next_prune = Instant::now() + PRUNE_EVERY;
+    let mut ledger_lost = false;
     loop {
         let settle_at = next_settle.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -136,6 +147,26 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
             }
         }
         state.scans.fetch_add(1, Ordering::Relaxed);
+        // A ledger deleted or replaced under the daemon is an alarm, never a fresh start:
+        // what it recorded would no longer stop a second payment.
+        if !ledger_lost
+            && !with_ledger(&ledger, |l| Ok(l.still_at_its_path()))
+                .await
+                .unwrap_or(true)
+        {
+            ledger_lost = true;
+            let msg = format!(
+                "the ledger {} was deleted or replaced while impact-drop was running: nothing \
+                 more is taken in or sent; restore it (or move the new file aside) and restart",
+                config.ledger.path.display()
+            );
+            tracing::error!("{msg}");
+            state.set_problem(Some(msg));
+            send_stop.cancel();
+        }
+        if ledger_lost {
+            continue;
+        }
         let o = opts.clone();
         let candidates = match tokio::task::spawn_blocking(move || watch::scan(&o)).await {
             Ok(Ok(c)) => c,

@@ -63,6 +63,63 @@ pub enum DeliverError {
     Client(String),
     #[error("a background task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    FolderInUse(#[from] crate::watch::FolderInUse),
+    #[error(
+        "the ledger {ledger} is empty, but {archive} holds {archived} archived exports that an \
+         earlier ledger sent: with a fresh ledger they would be sent again if they come back. \
+         Restore the earlier ledger (or point [ledger] path at it); to start a new ledger on \
+         purpose, run once with --new-ledger",
+        ledger = .ledger.display(),
+        archive = .archive.display()
+    )]
+    NewLedger {
+        ledger: PathBuf,
+        archive: PathBuf,
+        archived: usize,
+    },
+}
+
+/// A start with an empty ledger while the archive holds exports is refused unless the
+/// operator says it is a new ledger on purpose (`--new-ledger`): a lost or replaced ledger
+/// must be an alarm, not a fresh start that pays everything again.
+pub fn guard_new_ledger(config: &Config, ledger: &Ledger) -> Result<(), DeliverError> {
+    if config.allow_new_ledger {
+        return Ok(());
+    }
+    let recorded: u64 = ledger
+        .counts_by_state::<FileState>()?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    if recorded > 0 {
+        return Ok(());
+    }
+    let archive = crate::watch::WatchOptions::from_config(config).archive_dir;
+    let archived = std::fs::read_dir(&archive)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|day| day.path().is_dir())
+        .flat_map(|day| {
+            std::fs::read_dir(day.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|f| {
+            let name = f.file_name().to_string_lossy().into_owned();
+            !name.contains(".rejects.") && crate::read::FileKind::from_path(&f.path()).is_some()
+        })
+        .count();
+    if archived > 0 {
+        return Err(DeliverError::NewLedger {
+            ledger: config.ledger.path.clone(),
+            archive,
+            archived,
+        });
+    }
+    Ok(())
 }
 
 impl DeliverError {
@@ -501,6 +558,12 @@ pub async fn deliver(
 ) -> Result<Delivered, DeliverError> {
     let (sid, token) = preflight(config)?;
     let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::open(&config.ledger.path)?));
+    let _folder = crate::watch::lock_folder(&config.source.drop_dir, &config.ledger.path)?;
+    with_ledger(&ledger, {
+        let config = config.clone();
+        move |l| Ok(guard_new_ledger(&config, l))
+    })
+    .await??;
     let run_id = with_ledger(&ledger, {
         let (cmd, args) = (request.command, request.args.clone());
         move |l| l.start_run(cmd, &args)
