@@ -96,7 +96,9 @@ pub async fn send_pending(
         while !stopping && tasks.len() < opts.max_in_flight {
             if queue.is_empty() {
                 let exclude = claimed.clone();
-                let due = with_ledger(&ledger, move |l| l.due(&now_text(), 256, &exclude)).await?;
+                let latest = later(opts.retry_cap + Duration::from_secs(60));
+                let due = with_ledger(&ledger, move |l| l.due(&now_text(), &latest, 256, &exclude))
+                    .await?;
                 claimed.extend(due.iter().map(|d| d.id));
                 queue.extend(due);
             }
@@ -117,7 +119,9 @@ pub async fn send_pending(
             // Nothing due now: wait for the next retry, if any is pending.
             let next = with_ledger(&ledger, |l| l.next_due()).await?;
             let Some(next) = next else { break };
-            let wait = until(&next);
+            // Never further out than the retry cap: a time set under a clock that was ahead
+            // is released once the clock is right.
+            let wait = until(&next).min(opts.retry_cap);
             if wait.is_zero() {
                 continue;
             }

@@ -185,6 +185,12 @@ impl Settler {
         }
     }
 
+    /// Forgets a taken file, so it settles and is offered again (a file that could not be
+    /// read, tried again after a backoff even though it did not change).
+    pub fn forget(&mut self, path: &Path) {
+        self.taken.remove(path);
+    }
+
     /// Files seen but not yet ready (settling or waiting for their marker).
     pub fn waiting(&self) -> usize {
         self.looks.len()

@@ -586,3 +586,33 @@ fn dry_run_predicts_exactly_what_run_sends() {
     assert!(r.stdout.contains("4 conversions accepted"), "{}", r.stdout);
     assert_every_row_accounted(&env);
 }
+
+/// Retries scheduled under a clock that was a day ahead are released once the clock is
+/// right: a retry time is never further out than the retry cap from now.
+#[test]
+fn retries_scheduled_under_a_clock_ahead_are_released_when_it_is_corrected() {
+    let env = Env::new("give_up_after_secs = 2");
+    env.sandbox.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    env.drop_file("orders.csv", &orders(1, 10, 1));
+    assert_eq!(env.run(&["run"]).code, 1);
+    // As a clock a day ahead would have scheduled them.
+    let c = rusqlite::Connection::open(env.path("ledger.sqlite")).unwrap();
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    c.execute(
+        "UPDATE conversions SET next_attempt_at = ?1 WHERE state = 'pending'",
+        [&tomorrow],
+    )
+    .unwrap();
+    drop(c);
+    env.sandbox.set_faults(Faults::default());
+    let start = Instant::now();
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(env.accepted_counts().len(), 10);
+    assert!(start.elapsed() < Duration::from_secs(30));
+}

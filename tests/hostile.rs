@@ -483,3 +483,81 @@ fn a_file_truncated_while_read_is_not_recorded_and_is_read_again() {
     .collect();
     assert_eq!(got, expected);
 }
+
+/// A file `watch` could not read (permissions) is tried again on later rescans with a
+/// backoff, without a change to the file and without a restart: after `chmod 644` it goes.
+#[test]
+fn an_unreadable_file_made_readable_is_picked_up_by_watch() {
+    if !is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv to run impact-drop as an unprivileged user");
+        return;
+    }
+    let (rt, sandbox) = sandbox(SID, TOKEN);
+    let dir = work(&sandbox.base_url(), "settle_secs = 0.2\nrescan_secs = 1");
+    // `work` puts settle/rescan after [impact]; move them to [source].
+    let config = dir.path().join("impact-drop.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("settle_secs = 0.2\nrescan_secs = 1\n", "")
+        .replace(
+            "[source]\n",
+            "[source]\nsettle_secs = 0.2\nrescan_secs = 1\n",
+        );
+    std::fs::write(&config, text).unwrap();
+    std::fs::remove_file(dir.path().join("drop/orders.csv")).unwrap();
+    assert!(std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(dir.path())
+        .status()
+        .unwrap()
+        .success());
+    let secret = dir.path().join("drop/secret.csv");
+    std::fs::write(&secret, orders(70, 2, 1)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _guard = rt.enter();
+    let mut child = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(BIN)
+        .arg("watch")
+        .current_dir(dir.path())
+        .env("IMPACT_AUTH_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    };
+    wait("the read failure", &|| {
+        log.lock().unwrap().contains("tried again in")
+    });
+    assert_eq!(sandbox.stats().accepted, 0);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait("the file sent", &|| sandbox.stats().accepted == 2);
+    let _ = child.kill();
+    let _ = child.wait();
+}

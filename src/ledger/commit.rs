@@ -260,17 +260,27 @@ impl Ledger {
     }
 
     /// Pending conversions due now, oldest first, not counting those in `exclude`.
-    pub fn due(&self, now: &str, limit: usize, exclude: &HashSet<i64>) -> Result<Vec<Due>> {
+    /// Pending conversions due at `now`, and any scheduled after `latest` (a retry time
+    /// further out than the retry cap can only come from a clock that was ahead when it was
+    /// set: once the clock is corrected, it is released).
+    pub fn due(
+        &self,
+        now: &str,
+        latest: &str,
+        limit: usize,
+        exclude: &HashSet<i64>,
+    ) -> Result<Vec<Due>> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT id, order_id, body, attempts, file_id FROM conversions
-                 WHERE state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)
+                 WHERE state = 'pending'
+                   AND (next_attempt_at IS NULL OR next_attempt_at <= ?1 OR next_attempt_at > ?3)
                  ORDER BY next_attempt_at, id LIMIT ?2",
             )
             .map_err(sql(&self.path, "list pending conversions"))?;
         let rows = stmt
-            .query_map(params![now, (limit + exclude.len()) as i64], |r| {
+            .query_map(params![now, (limit + exclude.len()) as i64, latest], |r| {
                 Ok(Due {
                     id: r.get("id")?,
                     order_id: r.get("order_id")?,

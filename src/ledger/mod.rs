@@ -482,7 +482,7 @@ mod tests {
         let mut l = Ledger::in_memory().unwrap();
         let f = l.insert_file("abc", "a.csv", 10, None).unwrap();
         let id = plan_one(&mut l, f, "A", 2);
-        let due = l.due(&now_text(), 10, &HashSet::new()).unwrap();
+        let due = l.due(&now_text(), "9999", 10, &HashSet::new()).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].body, "OrderId=A");
         assert_eq!(l.pending_in_file(f).unwrap(), 1);
@@ -492,7 +492,10 @@ mod tests {
             warnings: vec![],
         }])
         .unwrap();
-        assert!(l.due(&now_text(), 10, &HashSet::new()).unwrap().is_empty());
+        assert!(l
+            .due(&now_text(), "9999", 10, &HashSet::new())
+            .unwrap()
+            .is_empty());
         assert_eq!(l.pending_in_file(f).unwrap(), 0);
         let k = key("A");
         let known = l.known(&[&k]).unwrap();
@@ -526,7 +529,10 @@ mod tests {
             },
         ])
         .unwrap();
-        assert!(l.due(&now_text(), 10, &HashSet::new()).unwrap().is_empty());
+        assert!(l
+            .due(&now_text(), "9999", 10, &HashSet::new())
+            .unwrap()
+            .is_empty());
         assert_eq!(
             l.next_due().unwrap().as_deref(),
             Some("2999-01-01T00:00:00.000Z")

@@ -133,6 +133,8 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
     let mut next_settle: Option<Instant> = None;
     let mut next_prune = Instant::now() + PRUNE_EVERY;
     let mut ledger_lost = false;
+    let mut unreadable: std::collections::HashMap<std::path::PathBuf, (u32, Instant)> =
+        std::collections::HashMap::new();
     loop {
         let settle_at = next_settle.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -176,6 +178,17 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
             }
             Err(_) => continue,
         };
+        // Files that could not be read go again once their backoff is over.
+        let now = Instant::now();
+        unreadable.retain(|p, (_, at)| {
+            if !p.exists() {
+                return false;
+            }
+            if *at <= now {
+                settler.forget(p);
+            }
+            true
+        });
         let (ready, next) = settler.observe(&candidates, Instant::now(), opts.settle);
         next_settle = next;
         state
@@ -194,6 +207,7 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
             match result {
                 Ok(intake) => {
                     settler.take(&path, &candidates);
+                    unreadable.remove(&path);
                     state.files_seen.fetch_add(1, Ordering::Relaxed);
                     match intake {
                         Intake::Planned { report, .. } if !report.file_problems.is_empty() => {
@@ -238,11 +252,18 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
                     state.set_problem(Some(format!("ledger: {e}")));
                 }
                 Err(e) => {
-                    // Removed mid-read, unreadable, …: recorded in the log and metrics; the
-                    // file is tried again only if it changes.
+                    // Removed mid-read, unreadable, …: logged and counted, and tried again
+                    // after a backoff (1, 2, 4 … up to 16 rescans), changed or not: a
+                    // permission fixed with chmod is picked up without a restart.
                     settler.take(&path, &candidates);
                     state.files_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(file = %path.display(), "{e}");
+                    let tries = unreadable.get(&path).map_or(0, |(n, _)| *n) + 1;
+                    let wait = rescan * 2u32.saturating_pow(tries.min(5) - 1).min(16);
+                    tracing::warn!(file = %path.display(), "{e}; tried again in {}s", wait.as_secs());
+                    unreadable.insert(path.clone(), (tries, Instant::now() + wait));
+                    next_settle = Some(
+                        next_settle.map_or(Instant::now() + wait, |n| n.min(Instant::now() + wait)),
+                    );
                 }
             }
         }
