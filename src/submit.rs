@@ -63,6 +63,13 @@ impl Progress for () {}
 
 /// Sends every pending conversion that is due, until none is left, impact stays unavailable
 /// past `give_up_after`, credentials fail, or `cancel` fires.
+///
+/// `backlog` holds answers received but not yet committed; it belongs to the caller and
+/// outlives a failed call. Nothing is sent while it cannot be committed: a call first
+/// commits it, and when a commit fails, no new POST starts, the answers of POSTs in flight
+/// join the backlog, and the call returns the error. The next call (once the disk has room
+/// again) records them before anything else, so an answered conversion is never sent again.
+#[allow(clippy::too_many_arguments)] // the sending session's parts, each its own concern
 pub async fn send_pending(
     ledger: SharedLedger,
     client: Arc<Client>,
@@ -71,6 +78,7 @@ pub async fn send_pending(
     cancel: CancellationToken,
     progress: Arc<dyn Progress>,
     wake: Option<Arc<tokio::sync::Notify>>,
+    backlog: &mut Vec<Outcome>,
 ) -> Result<Summary, LedgerError> {
     // Giving up means "impact stayed unavailable": the clock restarts whenever impact
     // answers a conversion (accepted or rejected), so a long healthy backlog is never cut off.
@@ -78,9 +86,13 @@ pub async fn send_pending(
     let mut summary = Summary::default();
     let mut claimed: HashSet<i64> = HashSet::new();
     let mut queue: VecDeque<Due> = VecDeque::new();
-    let mut outcomes: Vec<Outcome> = Vec::new();
+    let outcomes = backlog;
+    // Answers from an earlier call that could not be recorded go first.
+    flush(&ledger, outcomes, &mut claimed).await?;
     let mut tasks: JoinSet<(Due, Answer)> = JoinSet::new();
     let mut stopping = false;
+    // A commit that failed: nothing new starts; in-flight answers are kept.
+    let mut failed: Option<LedgerError> = None;
     let batch = opts.batch.max(1);
 
     loop {
@@ -112,7 +124,10 @@ pub async fn send_pending(
             });
         }
         if tasks.is_empty() {
-            flush(&ledger, &mut outcomes, &mut claimed).await?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            flush(&ledger, outcomes, &mut claimed).await?;
             if stopping {
                 break;
             }
@@ -145,8 +160,10 @@ pub async fn send_pending(
         }
         let joined = tokio::select! {
             j = tasks.join_next() => j,
-            _ = tokio::time::sleep(Duration::from_millis(50)), if !outcomes.is_empty() => {
-                flush(&ledger, &mut outcomes, &mut claimed).await?;
+            _ = tokio::time::sleep(Duration::from_millis(50)), if !outcomes.is_empty() && failed.is_none() => {
+                if let Err(e) = flush(&ledger, outcomes, &mut claimed).await {
+                    stop_on_failure(&mut failed, &mut stopping, &mut queue, e);
+                }
                 continue;
             }
             _ = cancel.cancelled(), if !stopping => continue,
@@ -218,11 +235,26 @@ pub async fn send_pending(
                 });
             }
         }
-        if outcomes.len() >= batch {
-            flush(&ledger, &mut outcomes, &mut claimed).await?;
+        if outcomes.len() >= batch && failed.is_none() {
+            if let Err(e) = flush(&ledger, outcomes, &mut claimed).await {
+                stop_on_failure(&mut failed, &mut stopping, &mut queue, e);
+            }
         }
     }
     Ok(summary)
+}
+
+/// A commit failed: no new POST starts; the answers of those in flight are still collected.
+fn stop_on_failure(
+    failed: &mut Option<LedgerError>,
+    stopping: &mut bool,
+    queue: &mut VecDeque<Due>,
+    e: LedgerError,
+) {
+    tracing::error!("{e}; no new conversion is sent until the answers received can be recorded");
+    *failed = Some(e);
+    *stopping = true;
+    queue.clear();
 }
 
 /// Commits outcomes in one transaction; only then are their conversions no longer in flight.
@@ -235,17 +267,29 @@ async fn flush(
         return Ok(());
     }
     let batch = std::mem::take(outcomes);
-    let ids: Vec<i64> = batch
-        .iter()
-        .map(|o| match o {
-            Outcome::Accepted { id, .. }
-            | Outcome::Rejected { id, .. }
-            | Outcome::Retry { id, .. } => *id,
+    let (result, batch) = {
+        let ledger = ledger.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = match ledger.lock() {
+                Ok(mut l) => l.record_outcomes(&batch),
+                Err(_) => Err(LedgerError::Internal("the ledger lock was poisoned".into())),
+            };
+            (result, batch)
         })
-        .collect();
-    with_ledger(ledger, move |l| l.record_outcomes(&batch)).await?;
-    for id in ids {
-        claimed.remove(&id);
+        .await
+        .map_err(|e| LedgerError::Internal(format!("ledger task failed: {e}")))?
+    };
+    if let Err(e) = result {
+        // Kept: they are committed by the next attempt, before anything else is sent.
+        let newer = std::mem::replace(outcomes, batch);
+        outcomes.extend(newer);
+        return Err(e);
+    }
+    for o in &batch {
+        let (Outcome::Accepted { id, .. }
+        | Outcome::Rejected { id, .. }
+        | Outcome::Retry { id, .. }) = o;
+        claimed.remove(id);
     }
     Ok(())
 }

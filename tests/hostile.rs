@@ -561,3 +561,134 @@ fn an_unreadable_file_made_readable_is_picked_up_by_watch() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Spawns `impact-drop watch` in `dir` with its stderr collected into the returned log.
+fn spawn_watch(
+    dir: &Path,
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    let mut child = std::process::Command::new(BIN)
+        .arg("watch")
+        .current_dir(dir)
+        .env("IMPACT_AUTH_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    (child, log)
+}
+
+fn wait_until(what: &str, log: &std::sync::Mutex<String>, cond: &dyn Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The ledger's disk fills up while `watch` is sending: no POST starts while answers cannot
+/// be recorded (they are kept in memory), sending resumes by itself once there is room, and
+/// no order is accepted twice.
+#[test]
+fn a_full_disk_under_watch_stops_sending_until_answers_can_be_recorded() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let (rt, sandbox) = sandbox(SID, TOKEN);
+    let dir = work(&sandbox.base_url(), "");
+    std::fs::remove_file(dir.path().join("drop/orders.csv")).unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    assert!(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap()
+        .success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let config = dir.path().join("impact-drop.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("path = \"ledger.sqlite\"", "path = \"small/ledger.sqlite\"")
+        .replace(
+            "[source]\n",
+            "[source]\nsettle_secs = 0.2\nrescan_secs = 1\n",
+        );
+    std::fs::write(&config, text).unwrap();
+    sandbox.set_faults(Faults {
+        latency_ms: 15,
+        ..Faults::default()
+    });
+    let _guard = rt.enter();
+    let (mut child, log) = spawn_watch(dir.path());
+    std::fs::write(dir.path().join("drop/orders.csv"), orders(1, 400, 1)).unwrap();
+    wait_until("sending under way", &log, &|| {
+        sandbox.stats().accepted >= 40
+    });
+    // Fill the disk under the ledger.
+    {
+        let mut f = std::fs::File::create(small.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    wait_until("the alarm", &log, &|| {
+        log.lock()
+            .unwrap()
+            .contains("kept in memory until they can be recorded")
+    });
+    let at_alarm = sandbox.stats().requests;
+    wait_until("two more attempts to record", &log, &|| {
+        log.lock()
+            .unwrap()
+            .matches("trying again to record")
+            .count()
+            >= 3
+    });
+    assert_eq!(
+        sandbox.stats().requests,
+        at_alarm,
+        "no POST while answers cannot be recorded"
+    );
+    std::fs::remove_file(small.join("filler")).unwrap();
+    wait_until("every order accepted", &log, &|| {
+        sandbox.stats().accepted >= 400
+    });
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in sandbox.received() {
+        *counts.entry(r.order_id).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 400);
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "accepted twice: {twice:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -397,6 +397,10 @@ async fn sender_loop(
             }
         }
     };
+    // Answers received but not yet recorded (the ledger's disk was full): kept across
+    // sending sessions, recorded before anything else is sent.
+    let mut backlog = Vec::new();
+    let mut ledger_retry = Duration::from_secs(1);
     while !stop.is_cancelled() {
         let token = match config.impact.auth_token() {
             Ok(t) => t,
@@ -435,12 +439,29 @@ async fn sender_loop(
             stop.clone(),
             progress,
             Some(work.clone()),
+            &mut backlog,
         )
         .await;
+        if result.is_ok() {
+            ledger_retry = Duration::from_secs(1);
+        }
         match result {
             Err(e) => {
-                alerts.raise(&format!("the ledger cannot be written ({e})"), &state);
-                pause(Duration::from_secs(30)).await;
+                alerts.raise(
+                    &format!(
+                        "the ledger cannot be written ({e}); {} answers from impact are kept in \
+                         memory until they can be recorded, and nothing more is sent until then",
+                        backlog.len()
+                    ),
+                    &state,
+                );
+                tracing::info!(
+                    "trying again to record {} answers in {}s",
+                    backlog.len(),
+                    ledger_retry.as_secs()
+                );
+                pause(ledger_retry).await;
+                ledger_retry = (ledger_retry * 2).min(Duration::from_secs(30));
             }
             Ok(s) if s.fatal.is_some() => {
                 let msg = s.fatal.unwrap_or_default();

@@ -620,6 +620,7 @@ pub async fn deliver(
         retry_cap: Duration::from_secs(config.impact.retry_cap_secs),
         batch: 64,
     };
+    let mut backlog = Vec::new();
     let summary = submit::send_pending(
         ledger.clone(),
         client,
@@ -628,8 +629,28 @@ pub async fn deliver(
         cancel,
         progress(pending),
         None,
+        &mut backlog,
     )
-    .await?;
+    .await;
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            // Answers received but not recorded: try a few more times before giving up
+            // (whatever stays unrecorded is sent again by the next run).
+            for wait in [1, 2, 4] {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                let batch = backlog.clone();
+                if with_ledger(&ledger, move |l| l.record_outcomes(&batch))
+                    .await
+                    .is_ok()
+                {
+                    backlog.clear();
+                    break;
+                }
+            }
+            return Err(e.into());
+        }
+    };
 
     // Finish: rejects files and archive for every file whose conversions are all final.
     for s in &mut seen {
