@@ -41,6 +41,8 @@ pub struct Summary {
     pub rejected: u64,
     pub retried: u64,
     pub rate_limited: u64,
+    /// Answers that were not impact's or never came (the conversion may be at impact).
+    pub uncertain: u64,
     /// Why sending stopped for good (credentials, account), if it did.
     pub fatal: Option<String>,
     /// Gave up waiting for impact; conversions are left pending.
@@ -220,6 +222,17 @@ pub async fn send_pending(
                     next_at: later(wait),
                 });
             }
+            Answer::Uncertain { reason } => {
+                summary.uncertain += 1;
+                progress.retried();
+                let wait = backoff(d.attempts + 1, opts.retry_cap);
+                tracing::warn!(order_id = %d.order_id, file_id = d.file_id, "{reason}: impact may or may not have this conversion; it is sent again at most {} times in all, then held for the operator", crate::ledger::UNCERTAIN_LIMIT);
+                outcomes.push(Outcome::Uncertain {
+                    id: d.id,
+                    error: format!("uncertain: {reason}"),
+                    next_at: later(wait),
+                });
+            }
             Answer::Retry {
                 reason,
                 retry_after,
@@ -286,10 +299,7 @@ async fn flush(
         return Err(e);
     }
     for o in &batch {
-        let (Outcome::Accepted { id, .. }
-        | Outcome::Rejected { id, .. }
-        | Outcome::Retry { id, .. }) = o;
-        claimed.remove(id);
+        claimed.remove(&o.id());
     }
     Ok(())
 }

@@ -134,7 +134,13 @@ pub fn plan(
                     Some(reason),
                 )
             }
-            (Some(k), _) if k.state == ConvState::Pending => {
+            // Held for the operator (impact may have it): sent again only on a replay.
+            (Some(k), Mode::Replay { .. }) if k.state == ConvState::Held => (
+                LineOutcome::Sent,
+                Some(queue(&mut p, key, body, hash, Some(k.id))),
+                None,
+            ),
+            (Some(k), _) if k.state == ConvState::Pending || k.state == ConvState::Held => {
                 p.already_pending += 1;
                 (
                     LineOutcome::AlreadyPending,

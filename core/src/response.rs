@@ -24,12 +24,17 @@ pub enum Answer {
     Fatal { status: u16, message: String },
     /// Too many requests: wait this long, then retry.
     RateLimited { wait: Duration },
-    /// A transient failure (5xx, timeout, reset connection): retry with backoff, or after
+    /// A transient failure (5xx, a connection refused): retry with backoff, or after
     /// `retry_after` when the server said so.
     Retry {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// impact may or may not have the conversion: the request went out, but what came back
+    /// is not impact's answer (a proxy's or captive portal's page on a 200), or nothing came
+    /// back in time (a timeout or a reset after sending). Resent a bounded number of times,
+    /// then held for the operator; never recorded as accepted.
+    Uncertain { reason: String },
 }
 
 /// Rate-limit headers, read on every response for pacing.
@@ -97,20 +102,32 @@ pub fn interpret(
 
 fn accepted(json: Option<&Value>, body: &[u8]) -> Answer {
     let Some(v) = json else {
-        // impact answers XML when the client does not ask for JSON; read what we can.
+        // impact answers XML when the client does not ask for JSON; read what we can. A 2xx
+        // that is neither (an HTML page from a proxy or a captive portal) is not impact's
+        // answer: nothing says impact has the conversion.
         let text = String::from_utf8_lossy(body);
-        return Answer::Accepted {
-            queued_uri: xml_tag(&text, "QueuedUri"),
-            warnings: if text.contains("<QueuedUri>") {
-                Vec::new()
-            } else {
-                vec![format!(
-                    "impact accepted the conversion but its answer was not the expected JSON: {}",
+        return match xml_tag(&text, "QueuedUri") {
+            Some(uri) => Answer::Accepted {
+                queued_uri: Some(uri),
+                warnings: Vec::new(),
+            },
+            None => Answer::Uncertain {
+                reason: format!(
+                    "a 2xx answer that is not impact's (no Status or QueuedUri): {}",
                     quote(&text)
-                )]
+                ),
             },
         };
     };
+    let is_impacts = get_ci(v, "Status").is_some() || get_ci(v, "QueuedUri").is_some();
+    if !is_impacts {
+        return Answer::Uncertain {
+            reason: format!(
+                "a 2xx answer that is not impact's (no Status or QueuedUri): {}",
+                quote(&String::from_utf8_lossy(body))
+            ),
+        };
+    }
     if get_ci(v, "Status")
         .and_then(Value::as_str)
         .is_some_and(|s| s.eq_ignore_ascii_case("ERROR"))
@@ -292,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn xml_and_garbage_2xx_are_still_accepted() {
+    fn xml_is_accepted_and_a_2xx_that_is_not_impacts_is_uncertain() {
         let (a, _) = answer(200, &[], "<ImpactRadiusResponse><Status>QUEUED</Status><QueuedUri>/x/A-2</QueuedUri></ImpactRadiusResponse>");
         assert_eq!(
             a,
@@ -301,10 +318,14 @@ mod tests {
                 warnings: vec![]
             }
         );
-        let (a, _) = answer(200, &[], "\u{0}\u{1}garbage");
-        assert!(
-            matches!(a, Answer::Accepted { queued_uri: None, ref warnings } if warnings.len() == 1)
-        );
+        for body in [
+            "\u{0}\u{1}garbage",
+            "<html><body>Please log in to the hotel Wi-Fi</body></html>",
+            "{\"ok\":true}",
+        ] {
+            let (a, _) = answer(200, &[], body);
+            assert!(matches!(a, Answer::Uncertain { .. }), "{body}: {a:?}");
+        }
     }
 
     #[test]

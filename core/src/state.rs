@@ -89,6 +89,9 @@ state_table! {
         Rejected = "rejected", "rejected by impact", true;
         /// Recorded, not yet answered by impact (sent at the next chance).
         Pending = "pending", "pending", false;
+        /// Sent, but impact's answer never came or was not impact's, more than the bounded
+        /// number of times: impact may have it already. Held until the operator replays it.
+        Held = "held", "held for the operator (impact may have it already)", true;
     }
 }
 
@@ -255,6 +258,9 @@ mod tests {
             e.to_string(),
             "conversions.state holds \"queued\", which this build of impact-drop does not know"
         );
-        assert_eq!(ConvState::sql_list(), "('accepted', 'rejected', 'pending')");
+        assert_eq!(
+            ConvState::sql_list(),
+            "('accepted', 'rejected', 'pending', 'held')"
+        );
     }
 }

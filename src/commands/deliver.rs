@@ -174,6 +174,13 @@ fn summary_line(command: &str, s: &Summary, pending: u64) -> String {
         pending,
         if pending == 1 { "" } else { "s" },
     );
+    if s.uncertain > 0 {
+        line.push_str(&format!(
+            "; {} answer{} not impact's or never came (those conversions may be at impact)",
+            s.uncertain,
+            if s.uncertain == 1 { "" } else { "s" }
+        ));
+    }
     if s.gave_up && pending > 0 {
         line.push_str(" (impact stayed unavailable; they go on the next run)");
     }

@@ -74,7 +74,17 @@ impl Client {
             .await;
         let mut resp = match sent {
             Ok(r) => r,
-            Err(e) => return (retry(describe(&e)), Limits::default()),
+            // Not connected: impact never saw it. Otherwise the request may have reached
+            // impact before the timeout or reset: uncertain.
+            Err(e) if e.is_connect() => return (retry(describe(&e)), Limits::default()),
+            Err(e) => {
+                return (
+                    Answer::Uncertain {
+                        reason: describe(&e),
+                    },
+                    Limits::default(),
+                )
+            }
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();

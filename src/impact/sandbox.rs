@@ -50,6 +50,9 @@ pub struct Faults {
     pub hourly_limit: u32,
     /// OrderIds impact "rejects" (400, as if their campaign were unknown).
     pub reject_orders: Vec<String>,
+    /// Every request answered `200 OK` with an HTML page, as a proxy or captive portal in
+    /// front of impact would: nothing reaches impact.
+    pub html_200: bool,
 }
 
 /// One accepted conversion.
@@ -302,6 +305,13 @@ fn answer(
         return Ok(json(
             StatusCode::FORBIDDEN,
             serde_json::json!({"status": 403, "title": "Access Denied"}),
+        ));
+    }
+    if s.faults.html_200 {
+        return Ok(respond(
+            StatusCode::OK,
+            "text/html",
+            "<html><body><h1>Welcome</h1><p>Please accept the terms to use this network.</p></body></html>".into(),
         ));
     }
     if s.faults.outage {

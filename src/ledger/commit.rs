@@ -193,7 +193,7 @@ impl Ledger {
                 .prepare_cached(
                     "UPDATE conversions SET state = 'pending', body = ?2, payload_hash = ?3,
                         file_id = ?4, attempts = 0, last_error = NULL, next_attempt_at = ?5,
-                        updated_at = ?5
+                        updated_at = ?5, uncertain = 0
                      WHERE id = ?1",
                 )
                 .map_err(sql(&path, "record conversions"))?;
@@ -348,8 +348,19 @@ impl Ledger {
                      WHERE id = ?1 AND state = 'pending'",
                 )
                 .map_err(sql(&path, "record outcomes"))?;
+            let mut uncertain = tx
+                .prepare_cached(
+                    "UPDATE conversions SET last_error = ?2, attempts = attempts + 1,
+                        next_attempt_at = ?3, updated_at = ?4, uncertain = uncertain + 1,
+                        state = CASE WHEN uncertain + 1 >= ?5 THEN 'held' ELSE 'pending' END
+                     WHERE id = ?1 AND state = 'pending'",
+                )
+                .map_err(sql(&path, "record outcomes"))?;
             for o in outcomes {
                 match o {
+                    Outcome::Uncertain { id, error, next_at } => {
+                        uncertain.execute(params![id, error, next_at, now, super::UNCERTAIN_LIMIT])
+                    }
                     Outcome::Accepted {
                         id,
                         queued_uri,

@@ -117,6 +117,28 @@ pub enum Outcome {
         error: String,
         next_at: String,
     },
+    /// Sent, but the answer was not impact's or never came: impact may have it. Back to
+    /// pending, or held for the operator after `UNCERTAIN_LIMIT` such answers.
+    Uncertain {
+        id: i64,
+        error: String,
+        next_at: String,
+    },
+}
+
+/// Uncertain answers after which a conversion is held for the operator instead of being sent
+/// again (the first send plus two automatic resends).
+pub const UNCERTAIN_LIMIT: i64 = 3;
+
+impl Outcome {
+    pub fn id(&self) -> i64 {
+        match self {
+            Outcome::Accepted { id, .. }
+            | Outcome::Rejected { id, .. }
+            | Outcome::Retry { id, .. }
+            | Outcome::Uncertain { id, .. } => *id,
+        }
+    }
 }
 
 pub struct Ledger {

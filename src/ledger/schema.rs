@@ -140,6 +140,10 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE files ADD COLUMN pruned_rows INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 4: how many times a conversion's answer was uncertain (see `ConvState::Held`).
+    r#"
+    ALTER TABLE conversions ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Applies the migrations the database lacks.
