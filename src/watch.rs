@@ -6,7 +6,7 @@
 //! file is ready when its size and mtime stayed the same across two looks at least `settle`
 //! apart, measured by our own monotonic clock (SFTP clients set old or future mtimes).
 //! Temp names are never read. In marker mode, `orders.csv` is ready only once
-//! `orders.csv<marker>` exists.
+//! `orders.csv<marker>` exists and is no older than the file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -105,8 +105,16 @@ fn scan_dir(
         if meta.len() == 0 {
             continue;
         }
+        // A marker counts only if it is no older than its file: a stale marker (left by a
+        // crash, or by an earlier upload) never makes a file that is being written again
+        // look finished.
         let marked = match &opts.ready_marker {
-            Some(m) => marker_path(&path, m).exists(),
+            Some(m) => std::fs::metadata(marker_path(&path, m))
+                .ok()
+                .is_some_and(|mk| match (mk.modified(), meta.modified()) {
+                    (Ok(mt), Ok(ft)) => mt >= ft,
+                    _ => true,
+                }),
             None => true,
         };
         out.push(Candidate {

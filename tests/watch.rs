@@ -694,3 +694,45 @@ fn a_ledger_deleted_under_watch_is_an_alarm_not_a_fresh_start() {
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }
+
+/// A marker left behind (as a kill between moving a file and its marker used to leave it)
+/// never makes the next upload of that name look finished while it is being written: a
+/// marker counts only if it is no older than its file. The upload pauses longer than
+/// `settle_secs` halfway; nothing goes until its own marker, then every order once, whole.
+#[test]
+fn a_stale_marker_never_admits_a_half_written_upload() {
+    let d = Daemon::start(
+        "settle_secs = 0.2\nrescan_secs = 1\nready_marker = \".done\"",
+        "",
+        TOKEN,
+    );
+    std::fs::write(d.path("drop/orders.csv.done"), "").unwrap();
+    // Left behind by an earlier upload: older than anything written now.
+    std::fs::File::options()
+        .write(true)
+        .open(d.path("drop/orders.csv.done"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let content = orders(1, 40, 3);
+    let half = content.len() / 2;
+    let mut f = std::fs::File::create(d.path("drop/orders.csv")).unwrap();
+    f.write_all(&content.as_bytes()[..half]).unwrap();
+    f.flush().unwrap();
+    // The upload stalls for several settle windows.
+    let scans = d.metric("scans_total");
+    d.wait_for("three scans while stalled", Duration::from_secs(20), |d| {
+        d.metric("scans_total") >= scans + 3
+    });
+    assert_eq!(d.sandbox.stats().requests, 0, "a stale marker admits nothing");
+    f.write_all(&content.as_bytes()[half..]).unwrap();
+    drop(f);
+    std::fs::write(d.path("drop/orders.csv.done"), "").unwrap();
+    d.wait_for("40 orders accepted", Duration::from_secs(20), |d| {
+        d.accepted().len() == 40
+    });
+    assert!(d.accepted().values().all(|n| *n == 1));
+    for r in d.sandbox.received() {
+        assert!(r.body.contains("ItemSku3="), "every item: {}", r.body);
+    }
+}

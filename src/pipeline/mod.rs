@@ -430,14 +430,16 @@ impl Delivery {
             done.rejects = Some(write_rejects(path, reading, &lines, &dir).map_err(io)?);
         }
         if archive && same {
-            done.archived_to = Some(move_into(path, &dir).map_err(io)?);
-            // In marker mode the marker goes with its file.
+            // In marker mode the marker goes first: a crash between the two moves leaves the
+            // file without its marker (not ready, never half-read), never a marker without
+            // its file waiting for the next upload.
             if let Some(m) = &self.config.source.ready_marker {
                 let marker = crate::watch::marker_path(path, m);
                 if marker.exists() {
                     move_into(&marker, &dir).map_err(io)?;
                 }
             }
+            done.archived_to = Some(move_into(path, &dir).map_err(io)?);
         }
         let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         lock(&self.ledger)?.finish_file(
