@@ -303,3 +303,36 @@ fn messages_name_the_exports_column_beside_impacts_field() {
         r.stdout
     );
 }
+
+/// Ragged rows (too few and too many cells) never block finishing: the rejects file is
+/// written from the rows' own lines, the file is archived, later files go on, `status`
+/// shows it done.
+#[test]
+fn ragged_rows_never_block_a_file() {
+    let e = env("");
+    let text = "OrderId,EventDate,ItemSku,ItemQuantity,ItemPrice\n\
+                A,2025-01-01T00:00:00Z,X,1,1.00\n\
+                B,2025-01-01T00:00:00Z,Y\n\
+                C,2025-01-01T00:00:00Z,Z,1,3.00,extra,cells\n\
+                D,2025-01-01T00:00:00Z,W,1,4.00\n";
+    std::fs::write(e.path("drop/a-ragged.csv"), text).unwrap();
+    std::fs::write(e.path("drop/b-next.csv"), orders(10, 2, 1)).unwrap();
+    let r = e.run(&["run"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(e.sandbox.stats().accepted, 4);
+    let rejects = std::fs::read_to_string(&e.rejects()[0]).unwrap();
+    assert!(
+        rejects.contains("\nB,2025-01-01T00:00:00Z,Y,\""),
+        "{rejects}"
+    );
+    assert!(
+        rejects.contains("\nC,2025-01-01T00:00:00Z,Z,1,3.00,extra,cells,\""),
+        "{rejects}"
+    );
+    assert!(!e.path("drop/a-ragged.csv").exists() && !e.path("drop/b-next.csv").exists());
+    let st = e.status();
+    for f in st["per_file"].as_array().unwrap() {
+        assert_eq!(f["state"], "done", "{f}");
+    }
+    e.assert_every_row_accounted();
+}

@@ -724,7 +724,11 @@ fn a_stale_marker_never_admits_a_half_written_upload() {
     d.wait_for("three scans while stalled", Duration::from_secs(20), |d| {
         d.metric("scans_total") >= scans + 3
     });
-    assert_eq!(d.sandbox.stats().requests, 0, "a stale marker admits nothing");
+    assert_eq!(
+        d.sandbox.stats().requests,
+        0,
+        "a stale marker admits nothing"
+    );
     f.write_all(&content.as_bytes()[half..]).unwrap();
     drop(f);
     std::fs::write(d.path("drop/orders.csv.done"), "").unwrap();
@@ -735,4 +739,36 @@ fn a_stale_marker_never_admits_a_half_written_upload() {
     for r in d.sandbox.received() {
         assert!(r.body.contains("ItemSku3="), "every item: {}", r.body);
     }
+}
+
+/// The daemon stopped (SIGSTOP) past `timeout_secs` while POSTs are in flight, then
+/// continued: answers that look late are uncertain, so a conversion is sent at most 3 times
+/// in all (the bound), never endlessly; nothing is lost.
+#[test]
+fn a_pause_past_the_timeout_resends_each_conversion_at_most_three_times() {
+    let d = Daemon::start(
+        "settle_secs = 0.2\nrescan_secs = 1",
+        "timeout_secs = 1\nmax_in_flight = 4",
+        TOKEN,
+    );
+    d.sandbox.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    std::fs::write(d.path("drop/orders.csv"), orders(1, 8, 1)).unwrap();
+    d.wait_for("POSTs in flight", Duration::from_secs(20), |d| {
+        d.sandbox.stats().requests >= 1
+    });
+    let pid = d.child.as_ref().unwrap().id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_secs(3)); // the fault itself: a stopped process
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    d.sandbox.set_faults(Faults::default());
+    d.wait_for("every order accepted", Duration::from_secs(60), |d| {
+        d.accepted().len() == 8
+    });
+    d.wait_for("the file finished", Duration::from_secs(60), |d| {
+        archived(d.dir.path(), "orders.csv").is_some()
+    });
+    assert!(d.accepted().values().all(|n| *n <= 3), "{:?}", d.accepted());
 }

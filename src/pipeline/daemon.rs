@@ -133,6 +133,7 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
     let mut next_settle: Option<Instant> = None;
     let mut next_prune = Instant::now() + PRUNE_EVERY;
     let mut ledger_lost = false;
+    let mut finish_backoff = FinishBackoff::new();
     let mut unreadable: std::collections::HashMap<std::path::PathBuf, (u32, Instant)> =
         std::collections::HashMap::new();
     loop {
@@ -267,7 +268,7 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
                 }
             }
         }
-        finish_files(&deliverer, &ledger, &state).await;
+        finish_files(&deliverer, &ledger, &state, &mut finish_backoff).await;
     }
 
     tracing::info!(
@@ -282,7 +283,7 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
             "grace period over: answers still outstanding stay pending and go next time"
         ),
     }
-    finish_files(&deliverer, &ledger, &state).await;
+    finish_files(&deliverer, &ledger, &state, &mut finish_backoff).await;
     let summary = format!(
         "files seen {}, done {}, failed {}; accepted {}, rejected {}",
         state.files_seen.load(Ordering::Relaxed),
@@ -332,12 +333,26 @@ fn start_watcher(
     }
 }
 
-/// Finishes every open file whose conversions are all final (rejects file, archive).
-async fn finish_files(deliverer: &Arc<Delivery>, ledger: &SharedLedger, state: &Arc<DaemonState>) {
+/// Files whose finishing failed, with how often and when to try again.
+type FinishBackoff = std::collections::HashMap<i64, (u32, Instant)>;
+
+/// Finishes every open file whose conversions are all final (rejects file, archive). A
+/// finish that fails is tried again after a backoff (5 s doubling to 10 min), not at every
+/// scan.
+async fn finish_files(
+    deliverer: &Arc<Delivery>,
+    ledger: &SharedLedger,
+    state: &Arc<DaemonState>,
+    backoff: &mut FinishBackoff,
+) {
     let Ok(open) = with_ledger(ledger, |l| l.open_files()).await else {
         return;
     };
+    let now = Instant::now();
     for f in open {
+        if backoff.get(&f.id).is_some_and(|(_, at)| *at > now) {
+            continue;
+        }
         let d = deliverer.clone();
         let path = std::path::PathBuf::from(&f.path);
         let result = tokio::task::spawn_blocking(move || {
@@ -347,6 +362,7 @@ async fn finish_files(deliverer: &Arc<Delivery>, ledger: &SharedLedger, state: &
         .await;
         match result {
             Ok(Ok(Some(done))) => {
+                backoff.remove(&f.id);
                 state.files_done.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     file = %f.path,
@@ -356,7 +372,13 @@ async fn finish_files(deliverer: &Arc<Delivery>, ledger: &SharedLedger, state: &
                 );
             }
             Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::warn!(file = %f.path, "cannot finish: {e}"),
+            Ok(Err(e)) => {
+                let tries = backoff.get(&f.id).map_or(0, |(n, _)| *n) + 1;
+                let wait = Duration::from_secs(5 * 2u64.pow(tries.min(7) - 1))
+                    .min(Duration::from_secs(600));
+                tracing::warn!(file = %f.path, "cannot finish: {e}; tried again in {}s", wait.as_secs());
+                backoff.insert(f.id, (tries, Instant::now() + wait));
+            }
             Err(_) => {}
         }
     }
