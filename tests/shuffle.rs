@@ -75,8 +75,13 @@ fn shuffle(rows: &mut [String], mut seed: u64) {
     }
 }
 
-/// Conversion key → (order fields, sorted item bodies); plus the invalid order ids.
-type Outcome = (BTreeMap<String, (String, Vec<String>)>, Vec<String>);
+/// Conversion key → (order fields, sorted item bodies); plus the invalid order ids and the
+/// filtered ones (a zero sale, when every price is 0.00).
+type Outcome = (
+    BTreeMap<String, (String, Vec<String>)>,
+    Vec<String>,
+    Vec<String>,
+);
 
 fn outcome(stages: &Stages, path: &Path, rows: &[String]) -> Outcome {
     let text = format!(
@@ -105,7 +110,9 @@ fn outcome(stages: &Stages, path: &Path, rows: &[String]) -> Outcome {
     assert_eq!(report.rows as usize, rows.len());
     let mut invalid: Vec<String> = report.invalid.iter().map(|i| i.order_id.clone()).collect();
     invalid.sort();
-    (valid, invalid)
+    let mut filtered: Vec<String> = report.filtered.iter().map(|f| f.order_id.clone()).collect();
+    filtered.sort();
+    (valid, invalid, filtered)
 }
 
 fn stages() -> Stages {
@@ -143,7 +150,7 @@ proptest! {
         shuffle(&mut shuffled, seed);
         let a = outcome(&stages, &dir.path().join("a.csv"), &original);
         let b = outcome(&stages, &dir.path().join("b.csv"), &shuffled);
-        prop_assert_eq!(a.0.len() + a.1.len(), orders.len());
+        prop_assert_eq!(a.0.len() + a.1.len() + a.2.len(), orders.len());
         prop_assert_eq!(a, b);
     }
 }
