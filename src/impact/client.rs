@@ -1,9 +1,10 @@
 //! The HTTP client for impact's Conversions API: one POST per conversion.
 //!
 //! reqwest with rustls and one keep-alive connection pool; Basic auth (SID, token);
-//! `Accept: application/json`; a User-Agent with the version; connect and overall timeouts;
-//! redirects never followed; at most 1 MiB of any answer read. Network failures become
-//! [`Answer::Retry`], never an error that stops the caller. The token is only ever in the
+//! `Accept: application/json`; a User-Agent with the version; a connect timeout, and an
+//! overall timeout counted in time the process ran; redirects never followed; at most 1 MiB
+//! of any answer read. A failure before the request went out is [`Answer::Retry`]; after
+//! it (a timeout, a reset), [`Answer::Uncertain`]: never an error that stops the caller. The token is only ever in the
 //! `Authorization` header: never in the URL, a log line or an error.
 
 use std::time::Duration;
@@ -25,7 +26,12 @@ pub struct Client {
     url: String,
     sid: String,
     token: Secret,
+    /// `[impact] timeout_secs`, counted in time this process actually ran (see `post`).
+    timeout: Duration,
 }
+
+/// The step in which a request's time is counted.
+const TICK: Duration = Duration::from_millis(100);
 
 /// The conversions URL for an account.
 pub fn conversions_url(base_url: &str, endpoint: Endpoint, sid: &str) -> String {
@@ -40,7 +46,6 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("impact-drop/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(impact.connect_timeout_secs))
-            .timeout(Duration::from_secs(impact.timeout_secs))
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(impact.max_in_flight.max(1))
@@ -51,6 +56,7 @@ impl Client {
             url: conversions_url(&impact.base_url, impact.endpoint, sid),
             sid: sid.to_owned(),
             token,
+            timeout: Duration::from_secs(impact.timeout_secs),
         })
     }
 
@@ -58,8 +64,37 @@ impl Client {
         &self.url
     }
 
-    /// POSTs one conversion body and interprets the answer.
+    /// POSTs one conversion body and interprets the answer, within `timeout_secs` of time
+    /// this process actually ran: the time is counted in ticks, so a process stopped
+    /// (SIGSTOP, a suspended VM) past the timeout still reads the answer that arrived
+    /// meanwhile instead of taking it for lost (and sending the conversion again).
     pub async fn post(&self, body: &str) -> (Answer, Limits) {
+        let ticks = (self.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        let ran_out = async {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            for _ in 0..ticks {
+                every.tick().await;
+            }
+        };
+        tokio::select! {
+            // An answer that is there wins over a timeout counted at the same moment.
+            biased;
+            answer = self.post_untimed(body) => answer,
+            _ = ran_out => (
+                Answer::Uncertain {
+                    reason: format!(
+                        "impact: timed out after {}s (the request went out; impact may have it)",
+                        self.timeout.as_secs()
+                    ),
+                },
+                Limits::default(),
+            ),
+        }
+    }
+
+    async fn post_untimed(&self, body: &str) -> (Answer, Limits) {
         let sent = self
             .http
             .post(&self.url)
