@@ -669,3 +669,51 @@ fn a_200_that_is_not_impacts_answer_is_uncertain_and_held_for_the_operator() {
     assert_eq!(env.sandbox.stats().accepted, 5);
     assert!(env.ledger_states().values().all(|s| s == "accepted"));
 }
+
+/// SIGTERM to `run` (as cron and systemd timers stop it) with POSTs in flight: no new POST
+/// starts, those in flight finish and are recorded, the rest stays pending, exit 1.
+#[test]
+fn sigterm_to_run_lets_posts_in_flight_finish_and_records_them() {
+    let env = Env::new("max_in_flight = 2");
+    env.sandbox.set_faults(Faults {
+        latency_ms: 1500,
+        ..Faults::default()
+    });
+    env.drop_file("orders.csv", &orders(1, 10, 1));
+    let _g = env.rt.enter();
+    let child = std::process::Command::new(BIN)
+        .current_dir(env.dir.path())
+        .arg("run")
+        .env("IMPACT_AUTH_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while env.requests() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no POST started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("(interrupted)"), "{stdout}");
+    let sent = env.requests();
+    let states = env.ledger_states();
+    let accepted = states.values().filter(|s| *s == "accepted").count() as u64;
+    assert_eq!(
+        accepted,
+        env.sandbox.stats().accepted,
+        "every answer recorded"
+    );
+    assert_eq!(accepted, sent, "the POSTs in flight finished");
+    assert_eq!(
+        states.values().filter(|s| *s == "pending").count() as u64,
+        10 - sent
+    );
+}

@@ -27,14 +27,10 @@ pub fn run(
         .build()
         .map_err(CommandError::Output)?;
     let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    rt.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("interrupted: letting POSTs in flight finish, then stopping");
-            c.cancel();
-        }
-    });
-    rt.block_on(deliver(config, request, cancel, out))
+    rt.block_on(async {
+        super::stop_on_signals(cancel.clone());
+        deliver(config, request, cancel, out).await
+    })
 }
 
 struct Bar(indicatif::ProgressBar);

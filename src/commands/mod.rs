@@ -66,6 +66,40 @@ pub enum CommandError {
     Output(#[from] std::io::Error),
 }
 
+/// SIGTERM or SIGINT (cron, systemd timers and Ctrl-C all stop a process that way): the
+/// first stops taking new work and lets POSTs in flight finish and be recorded (`cancel`);
+/// a second exits at once with status 130 (what was not recorded is sent again next time,
+/// within the in-flight bound). Call from inside the runtime.
+pub fn stop_on_signals(cancel: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
+        let mut signals = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                r = tokio::signal::ctrl_c() => if r.is_err() { return },
+            }
+            signals += 1;
+            if signals == 1 {
+                tracing::info!(
+                    "signal received: stopping; POSTs in flight finish and are recorded (a second signal exits at once)"
+                );
+                cancel.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now; conversions in flight stay pending");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
 /// The command line as given, for the ledger's audit trail of runs.
 pub fn command_line() -> String {
     std::env::args().skip(1).collect::<Vec<_>>().join(" ")

@@ -14,34 +14,7 @@ pub fn run(config: Config) -> Result<Outcome, CommandError> {
         .map_err(CommandError::Output)?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::warn!("cannot listen for SIGTERM: {e}");
-                        return;
-                    }
-                };
-            let mut signals = 0;
-            loop {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                }
-                signals += 1;
-                if signals == 1 {
-                    tracing::info!("signal received: stopping (a second signal exits at once)");
-                    s.cancel();
-                } else {
-                    tracing::warn!(
-                        "second signal: exiting now; conversions in flight stay pending"
-                    );
-                    std::process::exit(130);
-                }
-            }
-        });
+        super::stop_on_signals(shutdown.clone());
         daemon::watch(config, shutdown).await?;
         Ok(Outcome::Clean)
     })
