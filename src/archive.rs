@@ -48,8 +48,18 @@ pub fn move_into(file: &Path, dir: &Path) -> io::Result<PathBuf> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| io::Error::other(format!("{} has no file name", file.display())))?;
+    let source = fs::metadata(file)?;
     for n in 0..10_000 {
         let target = candidate(dir, name, n);
+        // A move a crash interrupted after linking: the target is this very file. Finish
+        // the move instead of making a second copy (`orders.1.csv`).
+        if let Ok(t) = fs::metadata(&target) {
+            if same_inode(&source, &t) {
+                fs::remove_file(file)?;
+                return Ok(target);
+            }
+            continue;
+        }
         match fs::hard_link(file, &target) {
             Ok(()) => {
                 fs::remove_file(file)?;
@@ -78,6 +88,28 @@ pub fn move_into(file: &Path, dir: &Path) -> io::Result<PathBuf> {
         "no free name for {name} in {}",
         dir.display()
     )))
+}
+
+fn same_inode(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
+    }
+}
+
+/// Where a file named `name` with this content hash was archived in `dir`, if it was (a
+/// crash after the move but before it was recorded).
+pub fn find_archived(dir: &Path, name: &str, hash: &str) -> Option<PathBuf> {
+    (0..10_000)
+        .map(|n| candidate(dir, name, n))
+        .take_while(|p| p.exists())
+        .find(|p| content_hash(p).is_ok_and(|(h, _)| h == hash))
 }
 
 /// `processed/2026-11-25` under the drop folder (or the configured archive folder).
@@ -307,6 +339,25 @@ mod tests {
             fs::read_to_string(dest.join("orders.2.csv")).unwrap(),
             "three"
         );
+    }
+
+    #[test]
+    fn a_move_interrupted_after_linking_is_finished_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("processed");
+        fs::create_dir(&dest).unwrap();
+        let f = dir.path().join("orders.csv");
+        fs::write(&f, "rows").unwrap();
+        // A crash between the hard link and the removal of the original.
+        fs::hard_link(&f, dest.join("orders.csv")).unwrap();
+        let to = move_into(&f, &dest).unwrap();
+        assert_eq!(to, dest.join("orders.csv"));
+        assert!(!f.exists());
+        assert!(!dest.join("orders.1.csv").exists(), "no second copy");
+        // And a move a crash left unrecorded is found again by name and content.
+        let (hash, _) = content_hash(&to).unwrap();
+        assert_eq!(find_archived(&dest, "orders.csv", &hash), Some(to));
+        assert_eq!(find_archived(&dest, "orders.csv", "other"), None);
     }
 
     #[test]

@@ -429,6 +429,12 @@ impl Delivery {
             };
             done.rejects = Some(write_rejects(path, reading, &lines, &dir).map_err(io)?);
         }
+        if current.is_none() && archive {
+            // Gone from the drop folder: a crash after the move, before it was recorded.
+            if let (Some(r), Some(name)) = (&record, path.file_name().and_then(|n| n.to_str())) {
+                done.archived_to = crate::archive::find_archived(&dir, name, &r.content_hash);
+            }
+        }
         if archive && same {
             // In marker mode the marker goes first: a crash between the two moves leaves the
             // file without its marker (not ready, never half-read), never a marker without
