@@ -180,11 +180,21 @@ fn shopify_cases() -> Vec<(Order, Option<&'static str>)> {
         (cancelled, None),
         (exchange, None),
         (yen, Some("4000")),
+        // Line discounts that do not hold the order-level code: the rest is allocated.
+        (
+            Order::new(
+                "#1012",
+                "10.00",
+                vec![Line("Hat", "HAT", 1, "15.00", "1.00")],
+            ),
+            Some("10.00"),
+        ),
+        // The lines come to less than the export's own figure: not sent.
         (
             Order::new(
                 "#1011",
-                "10.00",
-                vec![Line("Hat", "HAT", 1, "15.00", "1.00")],
+                "20.00",
+                vec![Line("Cap", "CAP", 1, "15.00", "1.00")],
             ),
             None,
         ),
@@ -314,6 +324,11 @@ fn shopify_csv_sales_reconcile_with_subtotal_on_both_endpoints() {
             items(&received["#1007"].body),
             vec![item("SCARF", "1", "30.00")]
         );
+        assert!(
+            received["#1012"].body.ends_with("&ItemTotalDiscount1=5.00"),
+            "{}",
+            received["#1012"].body
+        );
         // Zero-decimal currency: allocated in whole yen.
         assert!(received["#1010"]
             .body
@@ -324,7 +339,7 @@ fn shopify_csv_sales_reconcile_with_subtotal_on_both_endpoints() {
             "OrderId #1007 (line 13) gift card: left out of the sale amount",
             "OrderId #1008 (line 14) Cancelled at is set",
             "OrderId #1009 (line 15) zero sale",
-            "does not match the export's subtotal (10) (lines 17)",
+            "does not match the export's subtotal (20) (lines 18)",
         ] {
             assert!(
                 r.stdout.contains(expected),

@@ -7,9 +7,11 @@
 //!
 //! - Discounts travel per line as `ItemTotalDiscountN`, which both endpoints define. Where
 //!   the export gives each line's discount (Shopify `Lineitem discount`), it is sent as is;
-//!   where it gives only the order's figure (`Subtotal`), the difference is allocated over
-//!   the lines in proportion to their amounts, to the currency's minor unit, deterministically
-//!   (largest remainder, earlier lines first on ties), never more than a line's amount.
+//!   where the export's figure (`Subtotal`) holds more discount than the lines do (no line
+//!   discounts, or an order-level code the lines do not carry), the difference is allocated
+//!   over the lines in proportion to their remaining amounts, to the currency's minor unit,
+//!   deterministically (largest remainder, earlier lines first on ties), never more than a
+//!   line's amount.
 //! - `OrderDiscount` counts only on the brand endpoint (the partner endpoint ignores it).
 //! - Where the export states the figure, the computed amount must equal it; otherwise the
 //!   order is invalid with both figures. A sale is never negative.

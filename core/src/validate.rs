@@ -436,18 +436,25 @@ fn reconcile(
     };
     if let Some(target) = target {
         let gap = sale - target;
-        let line_discounts = monies.iter().any(|m| m.discount > Decimal::ZERO);
         let order_discount =
             endpoint == Endpoint::Brand && order_now.get(Field::ORDER_DISCOUNT).is_some();
-        if gap > Decimal::ZERO && !out_items.is_empty() && !line_discounts && !order_discount {
+        // The export's figure is the shop's own: a discount it holds that the lines do not
+        // (an order-level code, or no line discounts at all) is allocated over the lines'
+        // remaining amounts, added to their own discounts. Only a gap the other way (the
+        // lines come to less than the figure) is an error.
+        if gap > Decimal::ZERO && !out_items.is_empty() && !order_discount {
             let digits = money::minor_digits(order_now.get(Field::CURRENCY_CODE));
             let unit = Decimal::new(1, digits);
-            let weights: Vec<Decimal> = monies.iter().map(|m| m.gross).collect();
+            let weights: Vec<Decimal> = monies.iter().map(|m| m.gross - m.discount).collect();
             let shares = money::allocate(gap, &weights, unit);
             for (item, share) in out_items.iter_mut().zip(shares) {
                 if share > Decimal::ZERO {
-                    let mut v = share;
-                    v.rescale(digits);
+                    let own = item
+                        .get(Field::ITEM_TOTAL_DISCOUNT)
+                        .and_then(|v| Decimal::from_str(v).ok())
+                        .unwrap_or_default();
+                    let mut v = own + share;
+                    v.rescale(digits.max(own.scale()));
                     let text = v.to_string();
                     let mut pairs: Vec<(Field, &str)> = item
                         .iter()
