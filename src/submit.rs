@@ -1,18 +1,20 @@
 //! Submitting (async): pending conversions in the ledger → impact, outcomes back to the ledger.
 //!
-//! At most `max_in_flight` POSTs run at once, each after the pacer's slot. Outcomes are
-//! committed in batches (group commit), so the ledger is not the bottleneck. A conversion is
-//! "in flight" from its POST until its outcome is committed: after a kill, at most those are
-//! sent again, and impact's OrderId dedup absorbs them. A 401/403 stops every new POST at
-//! once; in-flight answers are still recorded. Nothing is marked for the failed one. Retries
-//! wait with capped exponential backoff and jitter, or as impact's headers say. When impact
-//! answers no conversion for `give_up_after`, the rest stays pending for next time.
-//! A ledger write failure stops sending.
+//! At most `max_in_flight` POSTs run at once, each after the pacer's slot. Answers go to a
+//! committer task at once; it commits whatever arrived while its previous commit ran (group
+//! commit with no timer), in parallel with sending: the send loop never waits on an fsync.
+//! A conversion is "in flight" from its POST until its outcome is committed: after a kill,
+//! at most those are sent again, and impact's OrderId dedup absorbs them. A 401/403 stops
+//! every new POST at once; in-flight answers are still recorded. Retries wait with capped
+//! exponential backoff and jitter, or as impact's headers say. When impact answers no
+//! conversion for `give_up_after`, the rest stays pending for next time. A ledger write
+//! failure stops sending: the answers are kept and recorded first once it can write again.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +31,6 @@ pub struct Options {
     /// Stop retrying after this long and leave the rest pending; `None` = keep going.
     pub give_up_after: Option<Duration>,
     pub retry_cap: Duration,
-    /// Outcomes committed together.
-    pub batch: usize,
 }
 
 /// What a sending session did.
@@ -88,16 +88,33 @@ pub async fn send_pending(
     let mut summary = Summary::default();
     let mut claimed: HashSet<i64> = HashSet::new();
     let mut queue: VecDeque<Due> = VecDeque::new();
-    let outcomes = backlog;
-    // Answers from an earlier call that could not be recorded go first.
-    flush(&ledger, outcomes, &mut claimed).await?;
+    // Answers from an earlier call that could not be recorded go first, before any POST.
+    flush(&ledger, backlog, &mut claimed).await?;
+    let (to_committer, from_sender) = mpsc::unbounded_channel::<ToCommitter>();
+    let (committed_tx, mut committed) = mpsc::unbounded_channel::<Committed>();
+    let committer = tokio::spawn(commit_as_answers_arrive(
+        ledger.clone(),
+        from_sender,
+        committed_tx,
+    ));
     let mut tasks: JoinSet<(Due, Answer)> = JoinSet::new();
     let mut stopping = false;
     // A commit that failed: nothing new starts; in-flight answers are kept.
     let mut failed: Option<LedgerError> = None;
-    let batch = opts.batch.max(1);
+    let mut to_commit: Vec<Outcome> = Vec::with_capacity(1);
 
-    loop {
+    let result = loop {
+        // What the committer recorded: those conversions are no longer in flight.
+        while let Ok(c) = committed.try_recv() {
+            match c {
+                Committed::Ids(ids) => {
+                    for id in ids {
+                        claimed.remove(&id);
+                    }
+                }
+                Committed::Failed(e) => stop_on_failure(&mut failed, &mut stopping, &mut queue, e),
+            }
+        }
         if cancel.is_cancelled() && !stopping {
             summary.interrupted = true;
             stopping = true;
@@ -111,10 +128,18 @@ pub async fn send_pending(
             if queue.is_empty() {
                 let exclude = claimed.clone();
                 let latest = later(opts.retry_cap + Duration::from_secs(60));
-                let due = with_ledger(&ledger, move |l| l.due(&now_text(), &latest, 256, &exclude))
-                    .await?;
-                claimed.extend(due.iter().map(|d| d.id));
-                queue.extend(due);
+                match with_ledger(&ledger, move |l| l.due(&now_text(), &latest, 256, &exclude))
+                    .await
+                {
+                    Ok(due) => {
+                        claimed.extend(due.iter().map(|d| d.id));
+                        queue.extend(due);
+                    }
+                    Err(e) => {
+                        stop_on_failure(&mut failed, &mut stopping, &mut queue, e);
+                        break;
+                    }
+                }
             }
             let Some(d) = queue.pop_front() else { break };
             let (client, pacer) = (client.clone(), pacer.clone());
@@ -126,16 +151,22 @@ pub async fn send_pending(
             });
         }
         if tasks.is_empty() {
-            if let Some(e) = failed {
-                return Err(e);
+            // Everything answered is committed before looking at what is due next.
+            if let Err(e) = barrier(&to_committer, &mut committed, &mut claimed).await {
+                stop_on_failure(&mut failed, &mut stopping, &mut queue, e);
             }
-            flush(&ledger, outcomes, &mut claimed).await?;
+            if let Some(e) = failed.take() {
+                break Err(e);
+            }
             if stopping {
-                break;
+                break Ok(());
             }
             // Nothing due now: wait for the next retry, if any is pending.
-            let next = with_ledger(&ledger, |l| l.next_due()).await?;
-            let Some(next) = next else { break };
+            let next = match with_ledger(&ledger, |l| l.next_due()).await {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            let Some(next) = next else { break Ok(()) };
             // Never further out than the retry cap: a time set under a clock that was ahead
             // is released once the clock is right.
             let wait = until(&next).min(opts.retry_cap);
@@ -162,9 +193,10 @@ pub async fn send_pending(
         }
         let joined = tokio::select! {
             j = tasks.join_next() => j,
-            _ = tokio::time::sleep(Duration::from_millis(50)), if !outcomes.is_empty() && failed.is_none() => {
-                if let Err(e) = flush(&ledger, outcomes, &mut claimed).await {
-                    stop_on_failure(&mut failed, &mut stopping, &mut queue, e);
+            Some(c) = committed.recv() => {
+                match c {
+                    Committed::Ids(ids) => for id in ids { claimed.remove(&id); },
+                    Committed::Failed(e) => stop_on_failure(&mut failed, &mut stopping, &mut queue, e),
                 }
                 continue;
             }
@@ -173,7 +205,7 @@ pub async fn send_pending(
         let Some(joined) = joined else { continue };
         let (d, answer) = match joined {
             Ok(x) => x,
-            Err(e) => return Err(LedgerError::Internal(format!("a sending task failed: {e}"))),
+            Err(e) => break Err(LedgerError::Internal(format!("a sending task failed: {e}"))),
         };
         summary.requests += 1;
         match answer {
@@ -187,7 +219,7 @@ pub async fn send_pending(
                 for w in &warnings {
                     tracing::warn!(order_id = %d.order_id, file_id = d.file_id, "impact warning: {w}");
                 }
-                outcomes.push(Outcome::Accepted {
+                to_commit.push(Outcome::Accepted {
                     id: d.id,
                     queued_uri,
                     warnings,
@@ -198,7 +230,7 @@ pub async fn send_pending(
                 summary.rejected += 1;
                 deadline = opts.give_up_after.map(|d| Instant::now() + d);
                 tracing::warn!(order_id = %d.order_id, file_id = d.file_id, "rejected by impact: {}", reasons.join("; "));
-                outcomes.push(Outcome::Rejected { id: d.id, reasons });
+                to_commit.push(Outcome::Rejected { id: d.id, reasons });
                 progress.answered(false);
             }
             Answer::Fatal { message, .. } => {
@@ -216,7 +248,7 @@ pub async fn send_pending(
                 tracing::info!(order_id = %d.order_id, "impact answered 429; waiting {}s", wait.as_secs());
                 pacer.pause_until(Instant::now() + wait);
                 progress.rate_limited();
-                outcomes.push(Outcome::Retry {
+                to_commit.push(Outcome::Retry {
                     id: d.id,
                     error: "impact answered 429 Too Many Requests".into(),
                     next_at: later(wait),
@@ -227,7 +259,7 @@ pub async fn send_pending(
                 progress.retried();
                 let wait = backoff(d.attempts + 1, opts.retry_cap);
                 tracing::warn!(order_id = %d.order_id, file_id = d.file_id, "{reason}: impact may or may not have this conversion; it is sent again at most {} times in all, then held for the operator", crate::ledger::UNCERTAIN_LIMIT);
-                outcomes.push(Outcome::Uncertain {
+                to_commit.push(Outcome::Uncertain {
                     id: d.id,
                     error: format!("uncertain: {reason}"),
                     next_at: later(wait),
@@ -241,20 +273,114 @@ pub async fn send_pending(
                 progress.retried();
                 let wait = retry_after.unwrap_or_else(|| backoff(d.attempts + 1, opts.retry_cap));
                 tracing::info!(order_id = %d.order_id, file_id = d.file_id, "{reason}; retrying in {:.1}s", wait.as_secs_f64());
-                outcomes.push(Outcome::Retry {
+                to_commit.push(Outcome::Retry {
                     id: d.id,
                     error: reason,
                     next_at: later(wait),
                 });
             }
         }
-        if outcomes.len() >= batch && failed.is_none() {
-            if let Err(e) = flush(&ledger, outcomes, &mut claimed).await {
-                stop_on_failure(&mut failed, &mut stopping, &mut queue, e);
+        // Handed to the committer at once: the send loop never waits on an fsync.
+        for o in to_commit.drain(..) {
+            let _ = to_committer.send(ToCommitter::Outcome(o));
+        }
+    };
+    // Whatever the committer could not record comes back, to be recorded first next time.
+    drop(to_committer);
+    if let Ok(unrecorded) = committer.await {
+        backlog.extend(unrecorded);
+    }
+    result.map(|()| summary)
+}
+
+/// Messages to the committer.
+enum ToCommitter {
+    Outcome(Outcome),
+    /// Answered once everything sent before it is committed (or failed).
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// What the committer did.
+enum Committed {
+    Ids(Vec<i64>),
+    Failed(LedgerError),
+}
+
+/// Group commit with no timer: takes whatever answers arrived while the previous commit ran
+/// and commits them at once, in parallel with sending. After a failed commit it records
+/// nothing more and returns every answer it holds, so the caller keeps them.
+async fn commit_as_answers_arrive(
+    ledger: SharedLedger,
+    mut from_sender: mpsc::UnboundedReceiver<ToCommitter>,
+    committed: mpsc::UnboundedSender<Committed>,
+) -> Vec<Outcome> {
+    let mut pending: Vec<Outcome> = Vec::new();
+    let mut barriers = Vec::new();
+    let mut broken = false;
+    loop {
+        if pending.is_empty() && barriers.is_empty() {
+            match from_sender.recv().await {
+                Some(ToCommitter::Outcome(o)) => pending.push(o),
+                Some(ToCommitter::Barrier(b)) => barriers.push(b),
+                None => return pending,
+            }
+        }
+        while let Ok(m) = from_sender.try_recv() {
+            match m {
+                ToCommitter::Outcome(o) => pending.push(o),
+                ToCommitter::Barrier(b) => barriers.push(b),
+            }
+        }
+        if !pending.is_empty() && !broken {
+            let mut claimed = HashSet::new();
+            match flush(&ledger, &mut pending, &mut claimed).await {
+                Ok(ids) => {
+                    let _ = committed.send(Committed::Ids(ids));
+                }
+                Err(e) => {
+                    broken = true;
+                    let _ = committed.send(Committed::Failed(e));
+                }
+            }
+        }
+        for b in barriers.drain(..) {
+            let _ = b.send(());
+        }
+        if broken {
+            // Keep what arrives for the caller; record nothing more.
+            match from_sender.recv().await {
+                Some(ToCommitter::Outcome(o)) => pending.push(o),
+                Some(ToCommitter::Barrier(b)) => {
+                    let _ = b.send(());
+                }
+                None => return pending,
             }
         }
     }
-    Ok(summary)
+}
+
+/// Waits until the committer has committed everything handed to it so far.
+async fn barrier(
+    to_committer: &mpsc::UnboundedSender<ToCommitter>,
+    committed: &mut mpsc::UnboundedReceiver<Committed>,
+    claimed: &mut HashSet<i64>,
+) -> Result<(), LedgerError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if to_committer.send(ToCommitter::Barrier(tx)).is_ok() {
+        let _ = rx.await;
+    }
+    let mut result = Ok(());
+    while let Ok(c) = committed.try_recv() {
+        match c {
+            Committed::Ids(ids) => {
+                for id in ids {
+                    claimed.remove(&id);
+                }
+            }
+            Committed::Failed(e) => result = Err(e),
+        }
+    }
+    result
 }
 
 /// A commit failed: no new POST starts; the answers of those in flight are still collected.
@@ -275,9 +401,9 @@ async fn flush(
     ledger: &SharedLedger,
     outcomes: &mut Vec<Outcome>,
     claimed: &mut HashSet<i64>,
-) -> Result<(), LedgerError> {
+) -> Result<Vec<i64>, LedgerError> {
     if outcomes.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let batch = std::mem::take(outcomes);
     let (result, batch) = {
@@ -298,10 +424,11 @@ async fn flush(
         outcomes.extend(newer);
         return Err(e);
     }
-    for o in &batch {
-        claimed.remove(&o.id());
+    let ids: Vec<i64> = batch.iter().map(Outcome::id).collect();
+    for id in &ids {
+        claimed.remove(id);
     }
-    Ok(())
+    Ok(ids)
 }
 
 fn later(wait: Duration) -> String {

@@ -450,7 +450,6 @@ async fn sender_loop(
             max_in_flight: config.impact.max_in_flight,
             give_up_after: None,
             retry_cap: Duration::from_secs(config.impact.retry_cap_secs),
-            batch: 64,
         };
         let progress: Arc<dyn submit::Progress> = state.clone();
         let result = submit::send_pending(

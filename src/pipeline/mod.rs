@@ -626,7 +626,6 @@ pub async fn deliver(
         max_in_flight: config.impact.max_in_flight,
         give_up_after: Some(Duration::from_secs(config.impact.give_up_after_secs)),
         retry_cap: Duration::from_secs(config.impact.retry_cap_secs),
-        batch: 64,
     };
     let mut backlog = Vec::new();
     let summary = submit::send_pending(
