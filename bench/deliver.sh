@@ -6,6 +6,7 @@
 #
 # Usage: bench/deliver.sh            # ORDERS=10000 RUNS=3 by default
 #        ORDERS=20000 RUNS=1 bench/deliver.sh
+#        IN_FLIGHT=64 bench/deliver.sh   # max_in_flight (default 4)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,7 +61,7 @@ drop_dir = "drop"
 base_url = "$URL"
 account_sid = "IRBENCH0000000000000000000001"
 requests_per_hour = 0
-max_in_flight = 4
+max_in_flight = ${IN_FLIGHT:-4}
 [defaults]
 CampaignId = 1000
 ActionTrackerId = 2000
