@@ -201,21 +201,8 @@ fn a_full_disk_under_the_ledger_stops_sending_marks_nothing_and_recovers() {
     }
     let (rt, sandbox) = sandbox(SID, TOKEN);
     let dir = work(&sandbox.base_url(), "");
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(small.clone());
+    let disk = SmallDisk::mount(dir.path());
+    let small = disk.0.clone();
     let config = dir.path().join("impact-drop.toml");
     let text = std::fs::read_to_string(&config)
         .unwrap()
@@ -531,60 +518,32 @@ fn an_unreadable_file_made_readable_is_picked_up_by_watch() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let _guard = rt.enter();
-    let mut child = std::process::Command::new("/usr/bin/setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(BIN)
-        .arg("watch")
-        .current_dir(dir.path())
-        .env("IMPACT_AUTH_TOKEN", TOKEN)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    let wait = |what: &str, cond: &dyn Fn() -> bool| {
-        let start = Instant::now();
-        while !cond() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "timed out waiting for {what}:\n{}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    };
-    wait("the read failure", &|| {
+    let (mut child, log) = spawn_watch(dir.path(), true);
+    wait_until("the read failure", &log, &|| {
         log.lock().unwrap().contains("tried again in")
     });
     assert_eq!(sandbox.stats().accepted, 0);
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    wait("the file sent", &|| sandbox.stats().accepted == 2);
+    wait_until("the file sent", &log, &|| sandbox.stats().accepted == 2);
     let _ = child.kill();
     let _ = child.wait();
 }
 
-/// Spawns `impact-drop watch` in `dir` with its stderr collected into the returned log.
-fn spawn_watch(
-    dir: &Path,
-) -> (
-    std::process::Child,
-    std::sync::Arc<std::sync::Mutex<String>>,
-) {
-    let mut child = std::process::Command::new(BIN)
+/// The log a spawned daemon writes, collected line by line.
+type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Spawns `impact-drop watch` in `dir` (as `nobody` through setpriv when `unprivileged`),
+/// with its stderr collected into the returned log.
+fn spawn_watch(dir: &Path, unprivileged: bool) -> (std::process::Child, Log) {
+    let mut cmd = if unprivileged {
+        let mut c = std::process::Command::new("/usr/bin/setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(BIN);
+        c
+    } else {
+        std::process::Command::new(BIN)
+    };
+    let mut child = cmd
         .arg("watch")
         .current_dir(dir)
         .env("IMPACT_AUTH_TOKEN", TOKEN)
@@ -593,7 +552,7 @@ fn spawn_watch(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log: Log = Default::default();
     let stderr = child.stderr.take().unwrap();
     let sink = log.clone();
     std::thread::spawn(move || {
@@ -610,7 +569,30 @@ fn spawn_watch(
     (child, log)
 }
 
-fn wait_until(what: &str, log: &std::sync::Mutex<String>, cond: &dyn Fn() -> bool) {
+/// A small tmpfs mounted at `dir/small` for the test's life (unmounted when dropped).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> SmallDisk {
+        let small = dir.join("small");
+        std::fs::create_dir(&small).unwrap();
+        assert!(std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&small)
+            .status()
+            .unwrap()
+            .success());
+        SmallDisk(small)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn wait_until(what: &str, log: &Log, cond: &dyn Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(
@@ -634,21 +616,8 @@ fn a_full_disk_under_watch_stops_sending_until_answers_can_be_recorded() {
     let (rt, sandbox) = sandbox(SID, TOKEN);
     let dir = work(&sandbox.base_url(), "");
     std::fs::remove_file(dir.path().join("drop/orders.csv")).unwrap();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    assert!(std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap()
-        .success());
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(small.clone());
+    let disk = SmallDisk::mount(dir.path());
+    let small = disk.0.clone();
     let config = dir.path().join("impact-drop.toml");
     let text = std::fs::read_to_string(&config)
         .unwrap()
@@ -663,7 +632,7 @@ fn a_full_disk_under_watch_stops_sending_until_answers_can_be_recorded() {
         ..Faults::default()
     });
     let _guard = rt.enter();
-    let (mut child, log) = spawn_watch(dir.path());
+    let (mut child, log) = spawn_watch(dir.path(), false);
     std::fs::write(dir.path().join("drop/orders.csv"), orders(1, 400, 1)).unwrap();
     wait_until("sending under way", &log, &|| {
         sandbox.stats().accepted >= 40
