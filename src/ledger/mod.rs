@@ -60,6 +60,16 @@ pub enum LedgerError {
     DiskFull { path: PathBuf },
     #[error("the ledger {path} does not exist yet: nothing has been processed with it")]
     Missing { path: PathBuf },
+    #[error(
+        "the ledger {path} was written by an earlier impact-drop (schema version {found}; this \
+         build uses {known}): it is upgraded, keeping everything, by the first `run`, `send` or \
+         `watch`; it cannot be read before that"
+    )]
+    Older {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("ledger {path}: {context}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -276,8 +286,15 @@ impl Ledger {
             });
         }
         if !write {
-            if version < known {
+            if version == 0 {
                 return Err(LedgerError::Missing { path });
+            }
+            if version < known {
+                return Err(LedgerError::Older {
+                    path,
+                    found: version,
+                    known,
+                });
             }
             return Ok(());
         }
@@ -657,6 +674,21 @@ mod tests {
         assert!(matches!(err, LedgerError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("another impact-drop"));
         Ledger::open_read(&path).unwrap();
+    }
+
+    #[test]
+    fn an_older_ledger_is_named_as_such_until_a_writer_upgrades_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let err = Ledger::open_read(&path).err().unwrap();
+        assert!(matches!(err, LedgerError::Older { found: 1, .. }), "{err}");
+        drop(Ledger::open(&path).unwrap());
+        assert!(Ledger::open_read(&path).is_ok());
     }
 
     #[test]
