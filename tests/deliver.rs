@@ -768,3 +768,29 @@ fn thirty_kills_resend_at_most_what_was_in_flight() {
     );
     assert_every_row_accounted(&env);
 }
+
+/// Honest time: `status` says how long the pending backlog takes at the account's budget.
+#[test]
+fn status_says_how_long_the_backlog_takes_at_the_budget() {
+    let env = Env::new("give_up_after_secs = 1");
+    env.sandbox.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    env.drop_file("orders.csv", &orders(1, 480, 1));
+    assert_eq!(env.run(&["run"]).code, 1);
+    let config = env.path("impact-drop.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("requests_per_hour = 0", "requests_per_hour = 1000");
+    std::fs::write(&config, text).unwrap();
+    let st = env.run(&["status"]);
+    assert!(
+        st.stdout
+            .contains("480 pending: about 29 min at 1,000 requests/hour"),
+        "{}",
+        st.stdout
+    );
+    let json = status_json(&env);
+    assert_eq!(json["pending_eta_secs"], 1728);
+}

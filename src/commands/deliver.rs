@@ -33,11 +33,50 @@ pub fn run(
     })
 }
 
-struct Bar(indicatif::ProgressBar);
+/// The progress bar: answers so far, the rate achieved and the time the rest takes at the
+/// account's budget, in numbers rounded for people.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    per_hour: u32,
+    start: std::time::Instant,
+}
+
+impl Bar {
+    fn tell(&self) {
+        use crate::impact::pacing::{backlog_eta, grouped, human_duration};
+        let done = self.bar.position();
+        let left = self.bar.length().unwrap_or(0).saturating_sub(done);
+        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let achieved = if rate >= 1.0 {
+            format!("{rate:.0}/s")
+        } else {
+            format!("{:.0}/min", rate * 60.0)
+        };
+        let eta = match backlog_eta(left, self.per_hour) {
+            Some(eta) => format!(
+                "about {} left at {} requests/hour",
+                human_duration(eta),
+                grouped(u64::from(self.per_hour))
+            ),
+            None if rate > 0.0 => format!(
+                "about {} left",
+                human_duration(std::time::Duration::from_secs_f64(left as f64 / rate))
+            ),
+            None => String::new(),
+        };
+        self.bar.set_message(if done == 0 {
+            eta
+        } else {
+            format!("{achieved} achieved, {eta}")
+        });
+    }
+}
 
 impl Progress for Bar {
     fn answered(&self, _accepted: bool) {
-        self.0.inc(1);
+        self.bar.inc(1);
+        self.tell();
     }
 }
 
@@ -59,16 +98,22 @@ pub async fn deliver(
         )?;
     }
     let command = request.command;
-    let progress = |pending: u64| -> Arc<dyn Progress> {
+    let progress = |pending: u64, per_hour: u32| -> Arc<dyn Progress> {
         if std::io::stderr().is_terminal() && pending >= 20 {
             let bar = indicatif::ProgressBar::new(pending);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} conversions answered ({per_sec}, {eta} left)",
+                    "{bar:40} {pos}/{len} conversions answered ({msg})",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            Arc::new(Bar(bar))
+            let b = Bar {
+                bar,
+                per_hour,
+                start: std::time::Instant::now(),
+            };
+            b.tell();
+            Arc::new(b)
         } else {
             Arc::new(())
         }

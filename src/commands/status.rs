@@ -15,6 +15,12 @@ struct Status {
     files: Vec<(String, u64)>,
     conversions: Vec<(String, u64)>,
     oldest_pending: Option<String>,
+    /// How long the pending backlog takes at the configured budget, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_eta: Option<String>,
+    /// The same, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_eta_secs: Option<u64>,
     recent_errors: Vec<RecentError>,
     /// Rows not sent for a reason of their own (invalid, filtered, …), latest files first.
     not_sent: Vec<NotSent>,
@@ -28,12 +34,18 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<Outcome, CommandError> {
     let ledger = Ledger::open_read(&config.ledger.path)?;
+    let pending = ledger.pending_count()?;
+    let eta = (pending > 0)
+        .then(|| crate::impact::pacing::Pacer::new(config.impact.requests_per_hour).eta(pending))
+        .flatten();
     let status = Status {
         ledger: config.ledger.path.display().to_string(),
         ledger_bytes: ledger.size_on_disk(),
         files: named(ledger.counts_by_state::<FileState>()?),
         conversions: named(ledger.counts_by_state::<ConvState>()?),
         oldest_pending: ledger.oldest_pending()?,
+        pending_eta: eta.as_ref().map(|(_, t)| t.clone()),
+        pending_eta_secs: eta.as_ref().map(|(d, _)| d.as_secs()),
         recent_errors: ledger.recent_errors(10)?,
         not_sent: ledger.not_sent(50)?,
         per_file: ledger.file_stats(None, limit)?,
@@ -63,6 +75,9 @@ pub fn run(
     writeln!(out, "conversions: {}", list(&status.conversions))?;
     if let Some(p) = &status.oldest_pending {
         writeln!(out, "oldest pending since: {p}")?;
+    }
+    if let Some(eta) = &status.pending_eta {
+        writeln!(out, "{eta}")?;
     }
     if !status.recent_errors.is_empty() {
         writeln!(out, "last errors:")?;

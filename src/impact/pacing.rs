@@ -28,6 +28,9 @@ struct State {
     /// The theoretical arrival time of the next request (GCRA).
     tat: Instant,
     paused_until: Option<Instant>,
+    /// The last rate-limit headers seen: `(remaining, limit)` in the current window.
+    last_limits: Option<(u64, Option<u64>)>,
+    requests_per_hour: u32,
 }
 
 impl Pacer {
@@ -42,8 +45,29 @@ impl Pacer {
                 burst: (requests_per_hour / 100).clamp(1, 20),
                 tat: Instant::now(),
                 paused_until: None,
+                last_limits: None,
+                requests_per_hour,
             }),
         }
+    }
+
+    /// How long `pending` requests take at the current budget, and the words to say so
+    /// (`None` when pacing is off).
+    pub fn eta(&self, pending: u64) -> Option<(Duration, String)> {
+        let s = self.state.lock().ok()?;
+        let eta = backlog_eta(pending, s.requests_per_hour)?;
+        let mut text = format!(
+            "{pending} pending: about {} at {} requests/hour",
+            human_duration(eta),
+            grouped(u64::from(s.requests_per_hour))
+        );
+        if let Some((remaining, _)) = s.last_limits {
+            text.push_str(&format!(
+                "; impact's headers say {} left this hour",
+                grouped(remaining)
+            ));
+        }
+        Some((eta, text))
     }
 
     /// Waits for this request's slot.
@@ -85,6 +109,9 @@ impl Pacer {
 
     /// Adapts to the rate-limit headers of an answer.
     pub fn observe(&self, limits: Limits) {
+        if let (Some(remaining), Ok(mut s)) = (limits.remaining, self.state.lock()) {
+            s.last_limits = Some((remaining, limits.limit));
+        }
         let (Some(remaining), Some(reset)) = (limits.remaining, limits.reset) else {
             return;
         };
@@ -114,6 +141,42 @@ impl State {
     }
 }
 
+/// How long a backlog of `pending` requests takes at `per_hour` (`None`: pacing off).
+pub fn backlog_eta(pending: u64, per_hour: u32) -> Option<Duration> {
+    (per_hour > 0).then(|| Duration::from_secs(pending.saturating_mul(3600) / u64::from(per_hour)))
+}
+
+/// A duration rounded for people: "40 s", "29 min", "3.5 h", "2 days".
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=5_399 => format!("{} min", (s + 30) / 60),
+        5_400..=172_799 => {
+            let tenths = (s * 10 + 1_800) / 3_600;
+            if tenths.is_multiple_of(10) {
+                format!("{} h", tenths / 10)
+            } else {
+                format!("{}.{} h", tenths / 10, tenths % 10)
+            }
+        }
+        _ => format!("{} days", (s + 43_200) / 86_400),
+    }
+}
+
+/// `1000` → `1,000`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// How long to wait before retry number `attempts` (1-based): 1 s doubling to `cap`, with
 /// jitter in [50 %, 100 %] so many failed conversions do not retry in lockstep.
 pub fn backoff(attempts: u32, cap: Duration) -> Duration {
@@ -128,6 +191,44 @@ pub fn backoff(attempts: u32, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backlogs_are_told_in_time_people_read() {
+        // The case: 480 pending under the default 1,000 requests an hour.
+        let eta = backlog_eta(480, 1000).unwrap();
+        assert_eq!(eta, Duration::from_secs(1728));
+        assert_eq!(human_duration(eta), "29 min");
+        assert_eq!(human_duration(Duration::from_secs(40)), "40 s");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 3600 + 1800)),
+            "3.5 h"
+        );
+        assert_eq!(human_duration(Duration::from_secs(10 * 3600)), "10 h");
+        assert_eq!(human_duration(Duration::from_secs(5 * 86_400)), "5 days");
+        assert_eq!(backlog_eta(480, 0), None);
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1234567), "1,234,567");
+        assert_eq!(grouped(940), "940");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_eta_names_the_budget_and_what_the_headers_say() {
+        let p = Pacer::new(1000);
+        assert_eq!(
+            p.eta(480).unwrap().1,
+            "480 pending: about 29 min at 1,000 requests/hour"
+        );
+        p.observe(Limits {
+            limit: Some(1000),
+            remaining: Some(940),
+            reset: Some(Duration::from_secs(3000)),
+        });
+        assert_eq!(
+            p.eta(480).unwrap().1,
+            "480 pending: about 29 min at 1,000 requests/hour; impact's headers say 940 left this hour"
+        );
+        assert!(Pacer::new(0).eta(480).is_none());
+    }
 
     async fn times(p: &Pacer, n: usize) -> Vec<u64> {
         let start = Instant::now();

@@ -562,7 +562,7 @@ pub async fn deliver(
     config: &Config,
     request: Request,
     cancel: CancellationToken,
-    progress: impl FnOnce(u64) -> Arc<dyn Progress>,
+    progress: impl FnOnce(u64, u32) -> Arc<dyn Progress>,
 ) -> Result<Delivered, DeliverError> {
     let (sid, token) = preflight(config)?;
     let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::open(&config.ledger.path)?));
@@ -622,6 +622,14 @@ pub async fn deliver(
             .map_err(|e| DeliverError::Client(e.to_string()))?,
     );
     let pacer = Arc::new(Pacer::new(config.impact.requests_per_hour));
+    if let Some((_, text)) = pacer
+        .eta(pending)
+        .filter(|(eta, _)| *eta >= Duration::from_secs(60))
+    {
+        tracing::info!(
+            "{text}; raise [impact] requests_per_hour only if impact raised your account's limit"
+        );
+    }
     let opts = submit::Options {
         max_in_flight: config.impact.max_in_flight,
         give_up_after: Some(Duration::from_secs(config.impact.give_up_after_secs)),
@@ -634,7 +642,7 @@ pub async fn deliver(
         pacer,
         opts,
         cancel,
-        progress(pending),
+        progress(pending, config.impact.requests_per_hour),
         None,
         &mut backlog,
     )
