@@ -36,13 +36,19 @@ struct State {
 impl Pacer {
     /// `requests_per_hour = 0` turns pacing off (for a local sandbox).
     pub fn new(requests_per_hour: u32) -> Pacer {
-        let base = (requests_per_hour > 0)
-            .then(|| Duration::from_secs_f64(3600.0 / f64::from(requests_per_hour)));
+        let burst = (requests_per_hour / 100).clamp(1, 20);
+        // The burst comes out of the hour's budget: `burst` at once, then one per interval,
+        // so no hour (sliding) ever holds more than `requests_per_hour` requests. The
+        // interval is rounded up to the nanosecond so rounding never adds one.
+        let base = (requests_per_hour > 0).then(|| {
+            let slots = u64::from(requests_per_hour.saturating_sub(burst) + 1);
+            Duration::from_nanos(3_600_000_000_000u64.div_ceil(slots))
+        });
         Pacer {
             state: Mutex::new(State {
                 base,
                 tight: None,
-                burst: (requests_per_hour / 100).clamp(1, 20),
+                burst,
                 tat: Instant::now(),
                 paused_until: None,
                 last_limits: None,
@@ -230,6 +236,34 @@ mod tests {
         assert!(Pacer::new(0).eta(480).is_none());
     }
 
+    /// Over one hour of controlled time, the pacer uses at least 95 % of the budget and
+    /// never more than it (so impact never answers 429 for the account's own requests).
+    #[tokio::test(start_paused = true)]
+    async fn an_hour_uses_at_least_95_percent_of_the_budget_and_never_more() {
+        let p = Pacer::new(1000);
+        let start = Instant::now();
+        let mut sent = 0u32;
+        let mut in_any_hour_window = std::collections::VecDeque::new();
+        while Instant::now() - start < Duration::from_secs(3600) {
+            p.wait().await;
+            let now = Instant::now();
+            if now - start >= Duration::from_secs(3600) {
+                break;
+            }
+            sent += 1;
+            in_any_hour_window.push_back(now);
+            while in_any_hour_window
+                .front()
+                .is_some_and(|t| now - *t >= Duration::from_secs(3600))
+            {
+                in_any_hour_window.pop_front();
+            }
+            assert!(in_any_hour_window.len() <= 1000, "over budget");
+        }
+        assert!(sent >= 950, "only {sent} of 1,000 used");
+        assert!(sent <= 1000, "{sent} sent in an hour of 1,000");
+    }
+
     async fn times(p: &Pacer, n: usize) -> Vec<u64> {
         let start = Instant::now();
         let mut out = Vec::new();
@@ -245,16 +279,18 @@ mod tests {
         // 100/h = one every 36 s, no burst.
         let p = Pacer::new(100);
         assert_eq!(times(&p, 3).await, vec![0, 36_000, 72_000]);
-        // 1000/h (impact's default): a burst of 10, then one every 3.6 s.
+        // 1000/h (impact's default): a burst of 10 out of the hour's budget, then one every
+        // 3,600 s / 991 ≈ 3.633 s, so the first hour holds 1,000 requests, not 1,010.
         let p = Pacer::new(1000);
         let t = times(&p, 12).await;
         assert_eq!(&t[..10], &[0; 10]);
-        assert_eq!(&t[10..], &[3_600, 7_200]);
-        // 360_000/h: 10 ms apart, burst 20.
+        assert_eq!(&t[10..], &[3_633, 7_266]);
+        // 360_000/h: a burst of 20, then just over 10 ms apart (tokio's clock rounds a
+        // sleep up to the millisecond).
         let p = Pacer::new(360_000);
         let t = times(&p, 25).await;
         assert_eq!(&t[..20], &[0; 20]);
-        assert_eq!(&t[20..], &[10, 20, 30, 40, 50]);
+        assert_eq!(&t[20..], &[11, 21, 31, 41, 51]);
     }
 
     #[tokio::test(start_paused = true)]
