@@ -44,6 +44,24 @@ fn work(base_url: &str, extra: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Adds keys to the `[source]` table of the work folder's config.
+fn source_keys(dir: &Path, keys: &str) {
+    let config = dir.join("impact-drop.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[source]\n", &format!("[source]\n{keys}\n"));
+    std::fs::write(&config, text).unwrap();
+}
+
+/// Whether impact-drop can be run as `nobody` here (root and setpriv); says why not.
+fn unprivileged_runs() -> bool {
+    let ok = is_root() && Path::new("/usr/bin/setpriv").exists();
+    if !ok {
+        eprintln!("skipped: needs root and setpriv to run impact-drop as an unprivileged user");
+    }
+    ok
+}
+
 fn run(dir: &Path, args: &[&str]) -> (Run, Duration) {
     let start = Instant::now();
     let r = run_in(dir, args, &[("IMPACT_AUTH_TOKEN", TOKEN)]);
@@ -203,11 +221,6 @@ fn a_full_disk_under_the_ledger_stops_sending_marks_nothing_and_recovers() {
     let dir = work(&sandbox.base_url(), "");
     let disk = SmallDisk::mount(dir.path());
     let small = disk.0.clone();
-    let config = dir.path().join("impact-drop.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("path = \"ledger.sqlite\"", "path = \"small/ledger.sqlite\"");
-    std::fs::write(&config, text).unwrap();
     // Many orders, and a filler leaving the ledger too little room for their plan.
     std::fs::write(dir.path().join("drop/orders.csv"), orders(1, 3000, 2)).unwrap();
     std::fs::write(small.join("filler"), vec![0u8; 7_900_000]).unwrap();
@@ -331,11 +344,7 @@ fn a_2_gb_file_and_a_gzip_bomb_are_refused_in_bounded_memory() {
         gz.write_all(&zeros).unwrap();
     }
     std::fs::write(drop_dir.join("bomb.csv.gz"), gz.finish().unwrap()).unwrap();
-    let config = dir.path().join("impact-drop.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[source]\n", "[source]\nmax_file_bytes = 33554432\n");
-    std::fs::write(&config, text).unwrap();
+    source_keys(dir.path(), "max_file_bytes = 33554432");
     let _guard = rt.enter();
     let (r, peak_kib) = run_measured(dir.path(), &["run"]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
@@ -357,8 +366,7 @@ fn a_2_gb_file_and_a_gzip_bomb_are_refused_in_bounded_memory() {
 
 #[test]
 fn an_unreadable_file_costs_only_itself() {
-    if !is_root() || !Path::new("/usr/bin/setpriv").exists() {
-        eprintln!("skipped: needs root and setpriv to run impact-drop as an unprivileged user");
+    if !unprivileged_runs() {
         return;
     }
     let (rt, sandbox) = sandbox(SID, TOKEN);
@@ -490,22 +498,12 @@ fn a_file_truncated_while_read_is_not_recorded_and_is_read_again() {
 /// backoff, without a change to the file and without a restart: after `chmod 644` it goes.
 #[test]
 fn an_unreadable_file_made_readable_is_picked_up_by_watch() {
-    if !is_root() || !Path::new("/usr/bin/setpriv").exists() {
-        eprintln!("skipped: needs root and setpriv to run impact-drop as an unprivileged user");
+    if !unprivileged_runs() {
         return;
     }
     let (rt, sandbox) = sandbox(SID, TOKEN);
-    let dir = work(&sandbox.base_url(), "settle_secs = 0.2\nrescan_secs = 1");
-    // `work` puts settle/rescan after [impact]; move them to [source].
-    let config = dir.path().join("impact-drop.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("settle_secs = 0.2\nrescan_secs = 1\n", "")
-        .replace(
-            "[source]\n",
-            "[source]\nsettle_secs = 0.2\nrescan_secs = 1\n",
-        );
-    std::fs::write(&config, text).unwrap();
+    let dir = work(&sandbox.base_url(), "");
+    source_keys(dir.path(), "settle_secs = 0.2\nrescan_secs = 1");
     std::fs::remove_file(dir.path().join("drop/orders.csv")).unwrap();
     assert!(std::process::Command::new("chown")
         .args(["-R", "65534:65534"])
@@ -569,11 +567,17 @@ fn spawn_watch(dir: &Path, unprivileged: bool) -> (std::process::Child, Log) {
     (child, log)
 }
 
-/// A small tmpfs mounted at `dir/small` for the test's life (unmounted when dropped).
+/// A small tmpfs mounted at `dir/small`, holding the work folder's ledger, for the test's
+/// life (unmounted when dropped).
 struct SmallDisk(std::path::PathBuf);
 
 impl SmallDisk {
     fn mount(dir: &Path) -> SmallDisk {
+        let config = dir.join("impact-drop.toml");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("path = \"ledger.sqlite\"", "path = \"small/ledger.sqlite\"");
+        std::fs::write(&config, text).unwrap();
         let small = dir.join("small");
         std::fs::create_dir(&small).unwrap();
         assert!(std::process::Command::new("mount")
@@ -618,15 +622,7 @@ fn a_full_disk_under_watch_stops_sending_until_answers_can_be_recorded() {
     std::fs::remove_file(dir.path().join("drop/orders.csv")).unwrap();
     let disk = SmallDisk::mount(dir.path());
     let small = disk.0.clone();
-    let config = dir.path().join("impact-drop.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("path = \"ledger.sqlite\"", "path = \"small/ledger.sqlite\"")
-        .replace(
-            "[source]\n",
-            "[source]\nsettle_secs = 0.2\nrescan_secs = 1\n",
-        );
-    std::fs::write(&config, text).unwrap();
+    source_keys(dir.path(), "settle_secs = 0.2\nrescan_secs = 1");
     sandbox.set_faults(Faults {
         latency_ms: 15,
         ..Faults::default()
