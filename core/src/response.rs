@@ -49,6 +49,18 @@ pub struct Limits {
 /// The longest stretch of a body quoted in a reason.
 const QUOTE: usize = 300;
 
+/// Every header [`interpret`] reads: a client keeps these and no other.
+pub const HEADERS_READ: &[&str] = &[
+    "Location",
+    "Retry-After",
+    "X-RateLimit-Limit-hour",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining-hour",
+    "X-RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-RateLimit-Reset",
+];
+
 /// Interprets one response. `header` looks a header up case-insensitively; `now_unix` is
 /// used for reset headers written as a Unix time.
 pub fn interpret(
@@ -281,6 +293,28 @@ fn read_limits(header: &dyn Fn(&str) -> Option<String>, now_unix: u64) -> Limits
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interpret_reads_no_header_outside_headers_read() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let lookup = |name: &str| {
+            asked.borrow_mut().push(name.to_owned());
+            None
+        };
+        for status in [
+            200, 201, 202, 301, 302, 400, 401, 403, 404, 408, 422, 429, 500, 502, 503,
+        ] {
+            interpret(status, &lookup, b"{}", 1_700_000_000);
+        }
+        let asked = asked.into_inner();
+        assert!(asked.iter().any(|n| n == "Retry-After"), "{asked:?}");
+        for name in &asked {
+            assert!(
+                HEADERS_READ.contains(&name.as_str()),
+                "{name} is read but not in HEADERS_READ"
+            );
+        }
+    }
 
     fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> (Answer, Limits) {
         let lookup = |name: &str| {

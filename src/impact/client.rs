@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::response::{interpret, Answer, Limits};
+use super::response::{interpret, Answer, Limits, HEADERS_READ};
 use crate::config::{Endpoint, ImpactConfig, Secret};
 
 /// The most of an answer read; a larger body is cut (and still interpreted by its status).
@@ -24,8 +24,10 @@ pub enum ClientError {
 pub struct Client {
     http: reqwest::Client,
     url: String,
-    sid: String,
-    token: Secret,
+    /// Parsed once: parsing the URL for every request showed in profiles.
+    parsed: reqwest::Url,
+    /// `Basic base64(sid:token)`, built once and marked sensitive (never printed).
+    authorization: reqwest::header::HeaderValue,
     /// `[impact] timeout_secs`, counted in time this process actually ran (see `post`).
     timeout: Duration,
 }
@@ -51,11 +53,29 @@ impl Client {
             .pool_max_idle_per_host(impact.max_in_flight.max(1))
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
+        let url = conversions_url(&impact.base_url, impact.endpoint, sid);
+        let parsed =
+            reqwest::Url::parse(&url).map_err(|e| ClientError::Build(format!("{url}: {e}")))?;
+        let authorization = {
+            use base64::Engine as _;
+            let raw = format!("{sid}:{}", token.expose());
+            let mut v = reqwest::header::HeaderValue::from_str(&format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            ))
+            .map_err(|_| {
+                ClientError::Build(
+                    "the account SID or token holds characters a header cannot carry".into(),
+                )
+            })?;
+            v.set_sensitive(true);
+            v
+        };
         Ok(Client {
             http,
-            url: conversions_url(&impact.base_url, impact.endpoint, sid),
-            sid: sid.to_owned(),
-            token,
+            url,
+            parsed,
+            authorization,
             timeout: Duration::from_secs(impact.timeout_secs),
         })
     }
@@ -97,8 +117,8 @@ impl Client {
     async fn post_untimed(&self, body: &str) -> (Answer, Limits) {
         let sent = self
             .http
-            .post(&self.url)
-            .basic_auth(&self.sid, Some(self.token.expose()))
+            .post(self.parsed.clone())
+            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .header(
                 reqwest::header::CONTENT_TYPE,
@@ -122,7 +142,14 @@ impl Client {
             }
         };
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        // Only the headers `interpret` reads are kept (not a copy of them all).
+        let headers: Vec<(&'static str, String)> = HEADERS_READ
+            .iter()
+            .filter_map(|name| {
+                let v = resp.headers().get(*name)?.to_str().ok()?;
+                Some((*name, v.to_owned()))
+            })
+            .collect();
         let mut bytes = Vec::new();
         loop {
             match resp.chunk().await {
@@ -143,9 +170,9 @@ impl Client {
         }
         let lookup = |name: &str| {
             headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

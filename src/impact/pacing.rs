@@ -103,7 +103,11 @@ impl Pacer {
                 }
             }
         };
-        tokio::time::sleep_until(slot).await;
+        // A slot that is already here goes at once: a timer rounds up to the next
+        // millisecond tick, which cost every request about a millisecond.
+        if slot > Instant::now() {
+            tokio::time::sleep_until(slot).await;
+        }
     }
 
     /// Every sender waits until `until` (a 429, or the hourly budget spent).

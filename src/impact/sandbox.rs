@@ -92,7 +92,10 @@ struct State {
     received: Vec<Received>,
     seen: HashSet<(String, String)>,
     stats: Stats,
+    /// Requests in the current hour window, which began at `hour_started` (tokio time, so
+    /// a test with paused time sees the budget refill after an hour).
     hour_count: u32,
+    hour_started: tokio::time::Instant,
     rng: rand::rngs::StdRng,
 }
 
@@ -121,6 +124,7 @@ impl Sandbox {
             seen: HashSet::new(),
             stats: Stats::default(),
             hour_count: 0,
+            hour_started: tokio::time::Instant::now(),
             rng: rand::rngs::StdRng::seed_from_u64(0x1a2b_3c4d),
         }));
         let stop = CancellationToken::new();
@@ -333,6 +337,16 @@ fn answer(
         return Ok(r);
     }
     let limit = s.faults.hourly_limit;
+    let hour = Duration::from_secs(3600);
+    let now = tokio::time::Instant::now();
+    if now.duration_since(s.hour_started) >= hour {
+        s.hour_started = now;
+        s.hour_count = 0;
+    }
+    // What the reset headers say: the seconds left in this hour window (rounded up).
+    let reset = (hour - now.duration_since(s.hour_started))
+        .as_secs_f64()
+        .ceil() as u64;
     if limit > 0 {
         s.hour_count += 1;
         if s.hour_count > limit {
@@ -340,7 +354,7 @@ fn answer(
                 StatusCode::TOO_MANY_REQUESTS,
                 serde_json::json!({"status": 429, "title": "Too Many Requests"}),
             );
-            add_rate_headers(&mut r, limit, 0);
+            add_rate_headers(&mut r, limit, 0, reset);
             return Ok(r);
         }
     }
@@ -423,17 +437,17 @@ fn answer(
         )
     };
     if limit > 0 {
-        add_rate_headers(&mut r, limit, limit.saturating_sub(s.hour_count));
+        add_rate_headers(&mut r, limit, limit.saturating_sub(s.hour_count), reset);
     }
     Ok(r)
 }
 
-fn add_rate_headers(r: &mut Answer, limit: u32, remaining: u32) {
+fn add_rate_headers(r: &mut Answer, limit: u32, remaining: u32, reset_secs: u64) {
     let h = r.headers_mut();
     for (k, v) in [
         ("X-RateLimit-Limit-hour", limit.to_string()),
         ("X-RateLimit-Remaining-hour", remaining.to_string()),
-        ("RateLimit-Reset", "3600".to_string()),
+        ("RateLimit-Reset", reset_secs.to_string()),
     ] {
         if let (Ok(k), Ok(v)) = (
             hyper::header::HeaderName::from_bytes(k.as_bytes()),
