@@ -254,6 +254,7 @@ impl Field {
     pub const ORDER_DISCOUNT_INFO: Field = Field(Field::EXPORT_SUBTOTAL.0 + 3);
     pub const ITEM_NAME: Field = Field::item_at(1);
     pub const ITEM_DISCOUNT: Field = Field::item_at(9);
+    pub const ITEM_DISCOUNT_RATE: Field = Field::item_at(10);
     pub const ITEM_TOTAL_DISCOUNT: Field = Field::item_at(11);
     pub const ORDER_DISCOUNT: Field = Field(11);
 
@@ -336,15 +337,18 @@ impl fmt::Display for Field {
 /// A compact, immutable set of `(Field, value)` pairs in one allocation.
 ///
 /// A million-row export keeps every mapped value in memory until its orders are complete, so
-/// each row's fields live in a single boxed byte slice (`field, varint length, bytes` per
-/// entry) rather than a vector of strings: about 48 bytes for a typical item instead of 200.
+/// each row's fields live in a single boxed string rather than a vector of strings: about 48
+/// bytes for a typical item instead of 200. Each entry is a header of ASCII bytes (the field
+/// in two 7-bit bytes, then the value's length in 6-bit groups, `0x40` marking "more")
+/// followed by the value. The whole is valid UTF-8, checked once when the row is read:
+/// reading a value back is a slice, never another UTF-8 validation.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct FieldSet(Box<[u8]>);
+pub struct FieldSet(Box<str>);
 
 /// Builds [`FieldSet`]s, reusing its buffer from row to row.
 #[derive(Default, Debug)]
 pub struct FieldSetBuilder {
-    buf: Vec<u8>,
+    buf: String,
 }
 
 impl FieldSetBuilder {
@@ -354,18 +358,20 @@ impl FieldSetBuilder {
         if value.is_empty() {
             return;
         }
-        self.buf.push(field.0);
+        let id = u16::from(field.0);
+        self.buf.push(char::from((id >> 7) as u8 & 0x7f));
+        self.buf.push(char::from(id as u8 & 0x7f));
         let mut len = value.len();
         loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
+            let group = (len & 0x3f) as u8;
+            len >>= 6;
             if len == 0 {
-                self.buf.push(byte);
+                self.buf.push(char::from(group));
                 break;
             }
-            self.buf.push(byte | 0x80);
+            self.buf.push(char::from(group | 0x40));
         }
-        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.push_str(value);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -374,7 +380,7 @@ impl FieldSetBuilder {
 
     /// Takes the set built so far and leaves the builder empty for the next row.
     pub fn take(&mut self) -> FieldSet {
-        let set = FieldSet(self.buf.as_slice().into());
+        let set = FieldSet(self.buf.as_str().into());
         self.buf.clear();
         set
     }
@@ -410,30 +416,32 @@ impl fmt::Debug for FieldSet {
 }
 
 pub struct FieldSetIter<'a> {
-    rest: &'a [u8],
+    rest: &'a str,
 }
 
 impl<'a> Iterator for FieldSetIter<'a> {
     type Item = (Field, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (&field, mut rest) = self.rest.split_first()?;
+        let bytes = self.rest.as_bytes();
+        let (&hi, &lo) = (bytes.first()?, bytes.get(1)?);
+        let id = (u16::from(hi) << 7) | u16::from(lo);
+        let mut at = 2;
         let mut len = 0usize;
         let mut shift = 0;
         loop {
-            let (&byte, tail) = rest.split_first()?;
-            rest = tail;
-            len |= usize::from(byte & 0x7f) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
+            let byte = *bytes.get(at)?;
+            at += 1;
+            len |= usize::from(byte & 0x3f) << shift;
+            shift += 6;
+            if byte & 0x40 == 0 {
                 break;
             }
         }
-        let (value, tail) = rest.split_at_checked(len)?;
-        self.rest = tail;
-        // Only `FieldSetBuilder::push` writes the buffer, always from a `&str`.
-        let value = std::str::from_utf8(value).unwrap_or_default();
-        Some((Field(field), value))
+        // The header is ASCII and the value a whole `&str`: both ends are char boundaries.
+        let value = self.rest.get(at..at + len)?;
+        self.rest = self.rest.get(at + len..)?;
+        Some((Field(u8::try_from(id).ok()?), value))
     }
 }
 
@@ -598,6 +606,14 @@ mod tests {
         assert_eq!(Field::lookup("Text50").map(Field::name), Some("Text50"));
         assert_eq!(Field::lookup("Date15").map(Field::kind), Some(Kind::Date));
         assert_eq!(Field::lookup("Text51"), None);
+        assert_eq!(
+            Field::lookup("ItemDiscountRate"),
+            Some(Field::ITEM_DISCOUNT_RATE)
+        );
+        assert_eq!(
+            Field::lookup("ItemTotalDiscount"),
+            Some(Field::ITEM_TOTAL_DISCOUNT)
+        );
         assert_eq!(Field::item("Sku").map(Field::name), Some("ItemSku"));
         assert_eq!(Field::named("orderid"), None);
         assert!(Field::lookup("Text7").unwrap().is_text_family());
@@ -612,6 +628,7 @@ mod tests {
             (Field::CURRENCY_CODE, ""),
             (Field::EVENT_DATE, "ünï 😀"),
             (Field::AMOUNT, long.as_str()),
+            (Field(150), "a field past 127"),
         ]);
         let got: Vec<_> = set.iter().collect();
         assert_eq!(
@@ -619,7 +636,8 @@ mod tests {
             vec![
                 (Field::ORDER_ID, "A-1"),
                 (Field::EVENT_DATE, "ünï 😀"),
-                (Field::AMOUNT, long.as_str())
+                (Field::AMOUNT, long.as_str()),
+                (Field(150), "a field past 127"),
             ]
         );
         assert_eq!(set.get(Field::CURRENCY_CODE), None);

@@ -55,28 +55,43 @@ pub struct NotSale {
     pub reason: String,
 }
 
-/// `*` any run, `?` any one character; case-insensitive.
+/// `*` any run, `?` any one character; case-insensitive (per character, without
+/// allocating: it runs for every item of every order).
 fn wildcard(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let same = |a: char, b: char| {
+        a == b
+            || if a.is_ascii() && b.is_ascii() {
+                a.eq_ignore_ascii_case(&b)
+            } else {
+                a.to_lowercase().eq(b.to_lowercase())
+            }
+    };
+    let first = |s: &str, at: usize| s.get(at..).and_then(|r| r.chars().next());
+    // Byte offsets into `pattern` and `text`; `star` is where the last `*` was seen and
+    // `mark` where in the text it currently starts matching.
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
+    while let Some(tc) = first(text, ti) {
+        match first(pattern, pi) {
+            Some(pc) if pc == '?' || same(pc, tc) => {
+                pi += pc.len_utf8();
+                ti += tc.len_utf8();
+            }
+            Some('*') => {
+                star = Some(pi);
+                mark = ti;
+                pi += 1;
+            }
+            _ => match star {
+                Some(s) => {
+                    pi = s + 1;
+                    mark += first(text, mark).map_or(1, char::len_utf8);
+                    ti = mark;
+                }
+                None => return false,
+            },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    pattern[pi..].chars().all(|c| c == '*')
 }
 
 /// Why an item is not a sale, if it is not.
@@ -237,7 +252,7 @@ pub fn item_money(item: &FieldSet) -> ItemMoney {
     let mut discount = dec(item, Field::ITEM_TOTAL_DISCOUNT).unwrap_or_default();
     discount += dec(item, Field::ITEM_DISCOUNT).unwrap_or_default() * quantity;
     if let Some(rate) = item
-        .get(Field::lookup("ItemDiscountRate").unwrap_or(Field::GROUP_KEY))
+        .get(Field::ITEM_DISCOUNT_RATE)
         .and_then(|v| Decimal::from_str_exact(v.trim()).ok())
     {
         discount += gross * rate / Decimal::ONE_HUNDRED;
@@ -326,6 +341,13 @@ mod tests {
         assert!(wildcard("Gift Card*", "Gift Card"));
         assert!(!wildcard("Gift Card*", "Giftcard holder"));
         assert!(wildcard("t?p", "TIP"));
+        assert!(wildcard("*card*", "Ünï GIFT CARD 😀"));
+        assert!(wildcard("gift*ç?rd", "GIFT - ÇÄRD"));
+        assert!(!wildcard("gift*card", "gift card x"));
+        assert!(wildcard("a*b*c", "aXbYbZc"));
+        assert!(!wildcard("a?", "a"));
+        assert!(wildcard("**", ""));
+        assert!(!wildcard("x", ""));
     }
 
     #[test]
