@@ -40,12 +40,17 @@ struct Entry {
     item: Option<FieldSet>,
 }
 
-/// The rows of one OrderId. Rare things (further items of a JSON line, problems) live in
-/// the grouper's side lists instead, so the common bucket stays small.
-#[derive(Default)]
+/// The rows of one OrderId, from its first row until it is finished. Rare things (further
+/// items of a JSON line, problems) sit in their own lists, empty for most orders.
 struct Bucket {
+    /// Order of first appearance among all orders of the file.
+    seq: u64,
     variants: Vec<Variant>,
     rows: Vec<Entry>,
+    /// `(line, variant, item)` for items beyond a row's first.
+    extra_items: Vec<(u64, u32, FieldSet)>,
+    /// `(variant, problem)`.
+    problems: Vec<(u32, Problem)>,
 }
 
 /// Rows that cannot belong to any order (no OrderId), kept so every row is accounted for.
@@ -55,18 +60,21 @@ pub struct Strays {
     pub problems: Vec<Problem>,
 }
 
-/// Collects rows; [`Grouper::finish_each`] hands out the drafts.
+/// The key a row groups by: its join key (a JSONL child line's parent id) or its OrderId.
+pub fn group_key(order: &FieldSet) -> Option<&str> {
+    order
+        .get(Field::GROUP_KEY)
+        .or_else(|| order.get(Field::ORDER_ID))
+}
+
+/// Collects rows of the orders still open; [`Grouper::finish`] hands out one order's drafts
+/// as soon as its last row is in, [`Grouper::finish_each`] the rest at the end.
 pub struct Grouper {
     keying: Keying,
-    /// OrderId → index in `buckets`. foldhash is fast and seeded per process, so crafted
+    /// OrderId → its rows so far. foldhash is fast and seeded per process, so crafted
     /// OrderIds cannot force collisions.
-    index: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
-    /// In order of first appearance.
-    buckets: Vec<Bucket>,
-    /// `(bucket, line, variant, item)` for items beyond a row's first.
-    extra_items: Vec<(u32, u64, u32, FieldSet)>,
-    /// `(bucket, variant, problem)`.
-    problems: Vec<(u32, u32, Problem)>,
+    open: HashMap<Box<str>, Bucket, foldhash::fast::RandomState>,
+    next_seq: u64,
     strays: Strays,
 }
 
@@ -77,21 +85,14 @@ impl Grouper {
     pub fn new(keying: Keying) -> Grouper {
         Grouper {
             keying,
-            index: HashMap::default(),
-            buckets: Vec::new(),
-            extra_items: Vec::new(),
-            problems: Vec::new(),
+            open: HashMap::default(),
+            next_seq: 0,
             strays: Strays::default(),
         }
     }
 
     pub fn push(&mut self, row: Row) {
-        // Rows group by OrderId, or by a join key (a JSONL child line's parent id).
-        let key = row
-            .order
-            .get(Field::GROUP_KEY)
-            .or_else(|| row.order.get(Field::ORDER_ID));
-        let Some(order_id) = key else {
+        let Some(order_id) = group_key(&row.order) else {
             self.strays.lines.push(LineRef {
                 line: row.line,
                 hash: row.hash,
@@ -107,16 +108,20 @@ impl Grouper {
             self.strays.problems.extend(row.problems);
             return;
         };
-        let b = match self.index.get(order_id) {
-            Some(&b) => b,
+        let bucket = match self.open.get_mut(order_id) {
+            Some(b) => b,
             None => {
-                let b = self.buckets.len() as u32;
-                self.index.insert(order_id.into(), b);
-                self.buckets.push(Bucket::default());
-                b
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.open.entry(order_id.into()).or_insert(Bucket {
+                    seq,
+                    variants: Vec::new(),
+                    rows: Vec::new(),
+                    extra_items: Vec::new(),
+                    problems: Vec::new(),
+                })
             }
         };
-        let bucket = &mut self.buckets[b as usize];
         let found = bucket
             .variants
             .iter()
@@ -142,43 +147,39 @@ impl Grouper {
             item: items.next(),
         });
         for item in items {
-            self.extra_items.push((b, row.line, variant, item));
+            bucket.extra_items.push((row.line, variant, item));
         }
         for p in row.problems {
-            self.problems.push((b, variant, p));
+            bucket.problems.push((variant, p));
         }
     }
 
-    /// Hands each order draft to `f`, orders in order of first appearance, freeing each
-    /// order's rows as it goes; returns the rows that had no OrderId.
+    /// How many orders are open (rows in, not yet finished).
+    pub fn open_orders(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Finishes the order grouped by `key` (its last row is in): hands its drafts to `f`
+    /// and frees its rows. Nothing happens if no row of it was grouped.
+    pub fn finish_one(&mut self, key: &str, f: &mut impl FnMut(OrderDraft)) {
+        if let Some((order_id, bucket)) = self.open.remove_entry(key) {
+            split_bucket(&self.keying, &order_id, bucket, f);
+        }
+    }
+
+    /// Hands the drafts of every order still open to `f`, in order of first appearance;
+    /// returns the rows that had no OrderId.
     pub fn finish_each(self, mut f: impl FnMut(OrderDraft)) -> Strays {
         let Grouper {
             keying,
-            index,
-            buckets,
-            mut extra_items,
-            mut problems,
+            open,
             strays,
+            ..
         } = self;
-        let mut ids: Vec<Box<str>> = vec![Box::from(""); buckets.len()];
-        for (id, b) in index {
-            ids[b as usize] = id;
-        }
-        extra_items.sort_by_key(|e| e.0);
-        problems.sort_by_key(|p| p.0);
-        let mut extra_items = extra_items.into_iter().peekable();
-        let mut problems = problems.into_iter().peekable();
-        for (b, (bucket, order_id)) in buckets.into_iter().zip(ids).enumerate() {
-            let b = b as u32;
-            let mut extras = Vec::new();
-            while let Some(e) = extra_items.next_if(|e| e.0 == b) {
-                extras.push((e.1, e.2, e.3));
-            }
-            let mut ps = Vec::new();
-            while let Some(p) = problems.next_if(|p| p.0 == b) {
-                ps.push((p.1, p.2));
-            }
-            split_bucket(&keying, &order_id, bucket, extras, ps, &mut f);
+        let mut open: Vec<(Box<str>, Bucket)> = open.into_iter().collect();
+        open.sort_by_key(|(_, b)| b.seq);
+        for (order_id, bucket) in open {
+            split_bucket(&keying, &order_id, bucket, &mut f);
         }
         strays
     }
@@ -211,15 +212,14 @@ fn event_of(keying: &Keying, set: &FieldSet) -> Option<(Field, String)> {
 }
 
 /// Splits one OrderId's rows into conversions by their resolved key, and merges each.
-fn split_bucket(
-    keying: &Keying,
-    order_id: &str,
-    bucket: Bucket,
-    extra_items: Vec<(u64, u32, FieldSet)>,
-    problems: Vec<(u32, Problem)>,
-    out: &mut impl FnMut(OrderDraft),
-) {
-    let Bucket { variants, rows } = bucket;
+fn split_bucket(keying: &Keying, order_id: &str, bucket: Bucket, out: &mut impl FnMut(OrderDraft)) {
+    let Bucket {
+        variants,
+        rows,
+        extra_items,
+        problems,
+        ..
+    } = bucket;
 
     // The distinct explicit key values among the order's rows, with a line that has each.
     let mut campaigns: BTreeMap<String, u64> = BTreeMap::new();

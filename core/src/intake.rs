@@ -1,12 +1,19 @@
-//! Intake of one file: read → map → group → validate (`process_file`). Each valid
-//! conversion goes to a callback as soon as its file has been read whole (an order is
-//! complete only then); invalid, filtered and stray rows are in the report.
+//! Intake of one file: read → map → group → validate (`process_file`), in memory that does
+//! not grow with the file.
+//!
+//! An order is complete only at its last row, and its rows need not be adjacent. So the file
+//! is read twice: a first pass maps every row's group key and marks, in a bitmap of one bit
+//! per row, the row that is the last of its order (the key → last row map is dropped once
+//! the bitmap is made). The second pass groups rows as before and finishes each order at its
+//! marked row: it is validated and handed to a callback at once, and its rows are freed.
+//! Only the orders still open are held, however large the file. Invalid, filtered and stray
+//! rows are in the report, in the order of their first line.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use crate::group::{Grouper, Keying};
-use crate::model::{Field, LineRef, Problem};
+use crate::group::{group_key, Grouper, Keying};
+use crate::model::{Field, LineRef, OrderDraft, Problem};
 use crate::money::{self, SaleRules};
 use crate::profile::map::{CsvMapper, JsonMapper};
 use crate::profile::Profile;
@@ -141,8 +148,9 @@ fn io_at(path: &Path, line: u64) -> impl FnOnce(std::io::Error) -> ReadError {
     move |source| ReadError::Io { path, line, source }
 }
 
-/// Reads, maps, groups and validates one file. Each valid conversion goes to `on_valid`;
-/// invalid orders, stray rows and file problems are in the report.
+/// Reads, maps, groups and validates one file. Each valid conversion goes to `on_valid` as
+/// soon as its order's last row is read; invalid orders, stray rows and file problems are in
+/// the report.
 pub fn process_file(
     stages: &Stages,
     path: &Path,
@@ -154,15 +162,161 @@ pub fn process_file(
         Some(k) => k,
         None => sniff_kind(&mut input).map_err(io_err(1))?,
     };
-    process_reader(stages, path, kind, input, on_valid)
+    let last = last_rows(stages, path, kind, input)?;
+    let input = read::open(path, stages.decoding)?;
+    process(stages, path, kind, input, Some(&last), on_valid)
 }
 
-/// The same as [`process_file`] for bytes already opened and decoded (fuzzing, tests).
+/// The same as [`process_file`] for bytes already opened and decoded (fuzzing, tests), in
+/// one pass: every order is finished at the end.
 pub fn process_reader(
     stages: &Stages,
     path: &Path,
     kind: FileKind,
     input: Box<dyn BufRead + Send>,
+    on_valid: &mut dyn FnMut(Conversion),
+) -> Result<FileReport, ReadError> {
+    process(stages, path, kind, input, None, on_valid)
+}
+
+/// One bit per row (in reading order): set when the row is the last of its order.
+pub struct LastRows(Vec<u64>);
+
+impl LastRows {
+    fn is_last(&self, row: u64) -> bool {
+        usize::try_from(row / 64)
+            .ok()
+            .and_then(|w| self.0.get(w))
+            .is_some_and(|w| w & (1 << (row % 64)) != 0)
+    }
+}
+
+/// The first pass: maps each row's group key exactly as the second pass does and marks the
+/// last row of each. The map holds a 64-bit hash of each key, not the key: two orders whose
+/// keys collide share a mark at the later of their last rows, so the other one is finished
+/// at the end of the file instead: later, never early.
+fn last_rows(
+    stages: &Stages,
+    path: &Path,
+    kind: FileKind,
+    input: Box<dyn BufRead + Send>,
+) -> Result<LastRows, ReadError> {
+    use std::collections::HashMap;
+    use std::hash::BuildHasher;
+    let io_err = |line: u64| io_at(path, line);
+    let hasher = foldhash::fast::RandomState::default();
+    let mut last: HashMap<u64, u64, foldhash::fast::RandomState> = HashMap::default();
+    let mut rows = 0u64;
+    let mut mark = |key: Option<&str>, rows: &mut u64| {
+        if let Some(key) = key {
+            last.insert(hasher.hash_one(key), *rows);
+        }
+        *rows += 1;
+    };
+    match kind {
+        FileKind::Csv => {
+            if let Some(reader) = CsvReader::new(input, stages.delimiter).map_err(io_err(1))? {
+                let mut reader = reader.without_line_hashes();
+                let mut mapper = CsvMapper::new(&stages.profile, reader.header()).keys_only();
+                let mut last_line = reader.header().line;
+                while let Some((line, hash, record)) =
+                    reader.next_record().map_err(io_err(last_line + 1))?
+                {
+                    last_line = line;
+                    let row = mapper.map(line, hash, record);
+                    mark(group_key(&row.order), &mut rows);
+                }
+            }
+        }
+        FileKind::Jsonl => {
+            let mut reader = JsonlReader::new(input);
+            let mut mapper = JsonMapper::new(&stages.profile);
+            let mut last_line = 0;
+            while let Some((line, hash, parsed)) =
+                reader.next_record().map_err(io_err(last_line + 1))?
+            {
+                last_line = line;
+                match parsed {
+                    Ok(obj) => {
+                        let row = mapper.map(line, hash, &obj);
+                        mark(group_key(&row.order), &mut rows);
+                    }
+                    Err(_) => mark(None, &mut rows),
+                }
+            }
+        }
+    }
+    let mut bits = vec![0u64; usize::try_from(rows.div_ceil(64)).unwrap_or(0)];
+    for row in last.into_values() {
+        if let Some(w) = usize::try_from(row / 64).ok().and_then(|w| bits.get_mut(w)) {
+            *w |= 1 << (row % 64);
+        }
+    }
+    Ok(LastRows(bits))
+}
+
+/// What becomes of each finished order: filtered, not a sale, invalid or valid.
+struct Finisher<'a> {
+    stages: &'a Stages,
+    on_valid: &'a mut dyn FnMut(Conversion),
+    valid_conversions: u64,
+    valid_rows: u64,
+    invalid: Vec<Invalid>,
+    filtered: Vec<Filtered>,
+}
+
+impl Finisher<'_> {
+    fn take(&mut self, mut draft: OrderDraft, sources: &[(Field, String)]) {
+        let rules = &self.stages.rules;
+        let sale = &self.stages.sale;
+        let number = |v: &str| parse_money(v, rules);
+        if let Some(reason) =
+            filter_reason(&draft.order, &self.stages.profile.filters, sources, false)
+        {
+            self.filtered.push(Filtered {
+                order_id: draft.order_id,
+                lines: draft.lines,
+                reason,
+            });
+            return;
+        }
+        for not_sale in money::split_not_sales(&mut draft, sale, &number) {
+            self.filtered.push(Filtered {
+                order_id: draft.order_id.clone(),
+                lines: not_sale.lines,
+                reason: not_sale.reason,
+            });
+        }
+        if draft.lines.is_empty() {
+            return;
+        }
+        match validate(draft, rules) {
+            Ok(conversion) if conversion.sale_amount().is_zero() && !sale.send_zero_sales => {
+                self.filtered.push(Filtered {
+                    order_id: conversion.key().order_id.clone(),
+                    lines: conversion.lines().to_vec(),
+                    reason: "zero sale: nothing to pay a commission on (an exchange or a 100 % \
+                             discount); [sale] send_zero_sales = true sends it"
+                        .into(),
+                });
+            }
+            Ok(conversion) => {
+                self.valid_conversions += 1;
+                self.valid_rows += conversion.lines().len() as u64;
+                (self.on_valid)(conversion);
+            }
+            Err(inv) => self.invalid.push(*inv),
+        }
+    }
+}
+
+/// The second pass (or the only one, without `last`).
+fn process(
+    stages: &Stages,
+    path: &Path,
+    kind: FileKind,
+    input: Box<dyn BufRead + Send>,
+    last: Option<&LastRows>,
     on_valid: &mut dyn FnMut(Conversion),
 ) -> Result<FileReport, ReadError> {
     let io_err = |line: u64| io_at(path, line);
@@ -172,6 +326,14 @@ pub fn process_reader(
         ..FileReport::default()
     };
     let mut grouper = Grouper::new(stages.keying.clone());
+    let mut finisher = Finisher {
+        stages,
+        on_valid,
+        valid_conversions: 0,
+        valid_rows: 0,
+        invalid: Vec::new(),
+        filtered: Vec::new(),
+    };
     match kind {
         FileKind::Csv => {
             let Some(mut reader) = CsvReader::new(input, stages.delimiter).map_err(io_err(1))?
@@ -208,11 +370,16 @@ pub fn process_reader(
                     break;
                 };
                 last_line = line;
+                let ordinal = report.rows;
                 report.rows += 1;
                 if refuse {
                     report.refused.push(LineRef { line, hash });
                 } else {
                     let mut row = mapper.map(line, hash, record);
+                    let finishes = last
+                        .is_some_and(|l| l.is_last(ordinal))
+                        .then(|| group_key(&row.order).map(Box::<str>::from))
+                        .flatten();
                     if let Some((first, last)) = reader.open_quote() {
                         // One message for the broken structure, not one per cell.
                         row.problems = vec![Problem::new(
@@ -227,6 +394,9 @@ pub fn process_reader(
                     }
                     if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
                         grouper.push(row);
+                    }
+                    if let Some(key) = finishes {
+                        grouper.finish_one(&key, &mut |d| finisher.take(d, &report.sources));
                     }
                 }
             }
@@ -250,12 +420,20 @@ pub fn process_reader(
                     break;
                 };
                 last_line = line;
+                let ordinal = report.rows;
                 report.rows += 1;
                 match parsed {
                     Ok(obj) => {
                         let row = mapper.map(line, hash, &obj);
+                        let finishes = last
+                            .is_some_and(|l| l.is_last(ordinal))
+                            .then(|| group_key(&row.order).map(Box::<str>::from))
+                            .flatten();
                         if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
                             grouper.push(row);
+                        }
+                        if let Some(key) = finishes {
+                            grouper.finish_one(&key, &mut |d| finisher.take(d, &report.sources));
                         }
                     }
                     Err(message) => {
@@ -275,51 +453,18 @@ pub fn process_reader(
             }
         }
     }
-    // Orders are complete only now; each is validated and handed on, then freed.
-    let rules = &stages.rules;
-    let filters = &stages.profile.filters;
-    let sources = &report.sources;
-    let (mut valid_conversions, mut valid_rows, mut invalid) = (0u64, 0u64, Vec::new());
-    let mut filtered = Vec::new();
-    let sale = &stages.sale;
-    let number = |v: &str| parse_money(v, rules);
-    let strays = grouper.finish_each(|mut draft| {
-        if let Some(reason) = filter_reason(&draft.order, filters, sources, false) {
-            filtered.push(Filtered {
-                order_id: draft.order_id,
-                lines: draft.lines,
-                reason,
-            });
-            return;
-        }
-        for not_sale in money::split_not_sales(&mut draft, sale, &number) {
-            filtered.push(Filtered {
-                order_id: draft.order_id.clone(),
-                lines: not_sale.lines,
-                reason: not_sale.reason,
-            });
-        }
-        if draft.lines.is_empty() {
-            return;
-        }
-        match validate(draft, rules) {
-            Ok(conversion) if conversion.sale_amount().is_zero() && !sale.send_zero_sales => {
-                filtered.push(Filtered {
-                    order_id: conversion.key().order_id.clone(),
-                    lines: conversion.lines().to_vec(),
-                    reason: "zero sale: nothing to pay a commission on (an exchange or a 100 % \
-                             discount); [sale] send_zero_sales = true sends it"
-                        .into(),
-                });
-            }
-            Ok(conversion) => {
-                valid_conversions += 1;
-                valid_rows += conversion.lines().len() as u64;
-                on_valid(conversion);
-            }
-            Err(inv) => invalid.push(*inv),
-        }
-    });
+    // The orders still open (all of them in one pass) are complete now.
+    let strays = grouper.finish_each(|d| finisher.take(d, &report.sources));
+    let Finisher {
+        valid_conversions,
+        valid_rows,
+        mut invalid,
+        mut filtered,
+        ..
+    } = finisher;
+    // Listed by first line, whatever order the orders were finished in.
+    filtered.sort_by_key(|f| f.lines.first().map(|l| l.line));
+    invalid.sort_by_key(|i| i.lines.first().map(|l| l.line));
     report.filtered.extend(filtered);
     for inv in &mut invalid {
         name_columns(&mut inv.problems, &report.sources);

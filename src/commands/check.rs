@@ -183,6 +183,8 @@ pub fn run(
                 }
             }
             Ok(report) => {
+                // Orders come as they complete; they are shown in file order.
+                shown.sort_by_key(|s| s.lines.first().copied());
                 for s in &mut shown {
                     s.attribute(&report, config, &stages);
                 }

@@ -266,6 +266,8 @@ impl Delivery {
             let body = form::encode(&c);
             conversions.push((c, body));
         })?;
+        // Orders arrive as they complete; they are planned (and sent) in file order.
+        conversions.sort_by_key(|(c, _)| c.lines().first().map(|l| l.line));
         // The content must still be what was hashed: a file rewritten or truncated while it
         // was read is not planned (no order goes with part of its rows); it is read again
         // once it settles.

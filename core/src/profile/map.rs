@@ -18,6 +18,8 @@ use crate::read::not_utf8_message;
 /// A profile resolved against one CSV header.
 #[derive(Debug)]
 pub struct CsvMapper {
+    /// Maps only the group key fields (see [`CsvMapper::keys_only`]).
+    keys_only: bool,
     /// `(column index, field, transform)` for every mapped column (a column may feed an API
     /// field and a filter slot).
     targets: Vec<(usize, Field, Option<Transform>)>,
@@ -102,6 +104,7 @@ impl CsvMapper {
             .map(|(_, n)| n.clone())
             .collect();
         CsvMapper {
+            keys_only: false,
             targets,
             width: header.names.len(),
             names: header.names.clone(),
@@ -110,6 +113,13 @@ impl CsvMapper {
             order: FieldSetBuilder::default(),
             item: FieldSetBuilder::default(),
         }
+    }
+
+    /// Maps only what [`crate::group::group_key`] reads (the join key and OrderId), the same
+    /// way as a full mapping: for a pass that only needs each row's key.
+    pub fn keys_only(mut self) -> CsvMapper {
+        self.keys_only = true;
+        self
     }
 
     /// The column each field (and filter slot) comes from in this file.
@@ -183,6 +193,9 @@ impl CsvMapper {
         }
         for i in 0..self.targets.len() {
             let (col, field, transform) = self.targets[i];
+            if self.keys_only && field != Field::GROUP_KEY && field != Field::ORDER_ID {
+                continue;
+            }
             let Some(raw) = record.get(col) else {
                 continue;
             };

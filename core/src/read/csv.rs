@@ -153,6 +153,8 @@ pub struct CsvReader {
     line_offset: u64,
     delimiter: u8,
     open_quote: Option<(u64, u64)>,
+    /// Off for a pass that only needs the records (the first of two): no line hashes.
+    hash_lines: bool,
     pub skipped: SkipCounts,
 }
 
@@ -203,6 +205,7 @@ impl CsvReader {
             line_offset,
             delimiter,
             open_quote: None,
+            hash_lines: true,
             skipped: SkipCounts::default(),
         };
         loop {
@@ -252,6 +255,12 @@ impl CsvReader {
         self.rdr.get_mut().line_at(byte) + self.line_offset
     }
 
+    /// Reads records without their line hashes (they come as the default hash).
+    pub fn without_line_hashes(mut self) -> CsvReader {
+        self.hash_lines = false;
+        self
+    }
+
     /// The next data record with its line number and content hash, skipping blank lines and
     /// repeated header rows.
     pub fn next_record(&mut self) -> std::io::Result<Option<(u64, LineHash, &ByteRecord)>> {
@@ -267,7 +276,11 @@ impl CsvReader {
                 self.skipped.repeated_headers += 1;
                 continue;
             }
-            let hash = self.hash_record();
+            let hash = if self.hash_lines {
+                self.hash_record()
+            } else {
+                LineHash::default()
+            };
             let line = self.line();
             // A record that ends only at the end of the file, after a quote that was never
             // closed, swallowed every line after it into one cell.
