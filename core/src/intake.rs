@@ -255,6 +255,24 @@ fn last_rows(
     Ok(LastRows(bits))
 }
 
+/// Rows handed from the reading thread to the grouping one at a time.
+const BATCH: usize = 512;
+
+/// One record as read and mapped (`row` is `None` for a file refused as a whole).
+struct Read {
+    line: u64,
+    hash: crate::model::LineHash,
+    row: Option<crate::model::Row>,
+}
+
+/// What the reading thread sends.
+enum Batch {
+    Rows(Vec<Read>),
+    /// The end of the file, with the lines skipped on the way.
+    Done(SkipCounts),
+    Failed(ReadError),
+}
+
 /// What becomes of each finished order: filtered, not a sale, invalid or valid.
 struct Finisher<'a> {
     stages: &'a Stages,
@@ -363,44 +381,86 @@ fn process(
                 ));
             }
             let refuse = !report.file_problems.is_empty();
-            let mut last_line = reader.header().line;
-            loop {
-                let next = reader.next_record().map_err(io_err(last_line + 1))?;
-                let Some((line, hash, record)) = next else {
-                    break;
-                };
-                last_line = line;
-                let ordinal = report.rows;
-                report.rows += 1;
-                if refuse {
-                    report.refused.push(LineRef { line, hash });
-                } else {
-                    let mut row = mapper.map(line, hash, record);
-                    let finishes = last
-                        .is_some_and(|l| l.is_last(ordinal))
-                        .then(|| group_key(&row.order).map(Box::<str>::from))
-                        .flatten();
-                    if let Some((first, last)) = reader.open_quote() {
-                        // One message for the broken structure, not one per cell.
-                        row.problems = vec![Problem::new(
-                            Some(first),
-                            None,
-                            format!(
-                                "the quote opened on line {first} is never closed; lines \
-                                 {first}–{last} became one cell: close the quote (or double a \
-                                 quote inside a value: \"\"), then drop the file again"
-                            ),
-                        )];
+            // Both cores: reading and mapping on one thread, grouping and validating on this
+            // one. Rows go through a bounded channel in batches, in file order, so results
+            // and line numbers are the same as on one thread and memory stays bounded.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+            let header_line = reader.header().line;
+            std::thread::scope(|scope| -> Result<(), ReadError> {
+                scope.spawn(move || {
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let mut last_line = header_line;
+                    loop {
+                        let (line, hash, record) = match reader.next_record() {
+                            Ok(Some(next)) => next,
+                            Ok(None) => break,
+                            Err(e) => {
+                                let _ = tx.send(Batch::Failed(io_at(path, last_line + 1)(e)));
+                                return;
+                            }
+                        };
+                        last_line = line;
+                        let mapped = (!refuse).then(|| mapper.map(line, hash, record));
+                        let open_quote = reader.open_quote();
+                        let row = mapped.map(|mut row| {
+                            if let Some((first, last)) = open_quote {
+                                // One message for the broken structure, not one per cell.
+                                row.problems = vec![Problem::new(
+                                    Some(first),
+                                    None,
+                                    format!(
+                                        "the quote opened on line {first} is never closed; \
+                                         lines {first}–{last} became one cell: close the quote \
+                                         (or double a quote inside a value: \"\"), then drop \
+                                         the file again"
+                                    ),
+                                )];
+                            }
+                            row
+                        });
+                        batch.push(Read { line, hash, row });
+                        if batch.len() == BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            if tx.send(Batch::Rows(full)).is_err() {
+                                return;
+                            }
+                        }
                     }
-                    if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
-                        grouper.push(row);
+                    if !batch.is_empty() && tx.send(Batch::Rows(batch)).is_err() {
+                        return;
                     }
-                    if let Some(key) = finishes {
-                        grouper.finish_one(&key, &mut |d| finisher.take(d, &report.sources));
+                    let _ = tx.send(Batch::Done(reader.skipped));
+                });
+                for message in rx {
+                    let rows = match message {
+                        Batch::Rows(rows) => rows,
+                        Batch::Done(skipped) => {
+                            report.skipped = skipped;
+                            continue;
+                        }
+                        Batch::Failed(e) => return Err(e),
+                    };
+                    for Read { line, hash, row } in rows {
+                        let ordinal = report.rows;
+                        report.rows += 1;
+                        let Some(row) = row else {
+                            report.refused.push(LineRef { line, hash });
+                            continue;
+                        };
+                        let finishes = last
+                            .is_some_and(|l| l.is_last(ordinal))
+                            .then(|| group_key(&row.order).map(Box::<str>::from))
+                            .flatten();
+                        if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
+                            grouper.push(row);
+                        }
+                        if let Some(key) = finishes {
+                            grouper.finish_one(&key, &mut |d| finisher.take(d, &report.sources));
+                        }
                     }
                 }
-            }
-            report.skipped = reader.skipped;
+                Ok(())
+            })?;
             if report.rows == 0 && !refuse {
                 report
                     .notes
