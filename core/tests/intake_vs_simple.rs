@@ -90,9 +90,12 @@ struct Expected {
     strays: Vec<u64>,
 }
 
+/// An order's rows as the simple reading keeps them: `(line, cells)`.
+type Rows = Vec<(u64, Vec<String>)>;
+
 fn simple(file: &[RowText]) -> Expected {
     // Group by OrderId in order of first appearance; items in file order.
-    let mut groups: Vec<(String, Vec<(u64, Vec<String>)>)> = Vec::new();
+    let mut groups: Vec<(String, Rows)> = Vec::new();
     let mut strays = Vec::new();
     for (i, (id, text)) in file.iter().enumerate() {
         let line = i as u64 + 2;
