@@ -30,7 +30,7 @@ struct Variant {
     line: u64,
 }
 
-/// One row of an order, as kept until the file ends: 48 bytes plus its item.
+/// One row of an order, as kept until the order is finished: 48 bytes plus its item.
 struct Entry {
     hash: crate::model::LineHash,
     line: u64,
