@@ -173,6 +173,7 @@ fn status_lists_invalid_and_filtered_rows_with_their_reasons() {
         r.stdout
     );
     assert_every_row_accounted(&shop);
+    assert_tallies_match(&env.path("ledger.sqlite"));
 }
 
 #[test]
@@ -309,6 +310,7 @@ fn replay_after_fixing_a_rejected_order_sends_only_that_order() {
         .unwrap();
     assert!(!user.is_empty());
     assert_eq!(queued, 1);
+    assert_tallies_match(&env.path("ledger.sqlite"));
 }
 
 #[test]

@@ -254,6 +254,7 @@ fn check_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     let ledger = w.dir.path().join("ledger.sqlite");
     if ledger.exists() {
+        assert_tallies_match(&ledger);
         for (order, state) in ledger_states(&ledger) {
             prop_assert_eq!(
                 state.as_str(),

@@ -596,6 +596,7 @@ fn pruned_orders_are_never_paid_again_and_status_says_pruned() {
     let st = run_in(d.dir.path(), &["status"], &[]);
     assert!(st.stdout.contains("5 rows pruned"), "{}", st.stdout);
     assert!(!st.stdout.contains("UNACCOUNTED"), "{}", st.stdout);
+    assert_tallies_match(&d.path("ledger.sqlite"));
 }
 
 /// The lock follows the ledger file, not its name: a second daemon naming the same ledger

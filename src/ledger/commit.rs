@@ -224,8 +224,13 @@ impl Ledger {
             }
             let mut line = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO lines (file_id, line, hash, conversion_id, outcome, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    // An upsert, not INSERT OR REPLACE: a replacing delete fires no trigger,
+                    // and the tallies follow triggers.
+                    "INSERT INTO lines (file_id, line, hash, conversion_id, outcome, reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (file_id, line) DO UPDATE SET hash = excluded.hash,
+                        conversion_id = excluded.conversion_id, outcome = excluded.outcome,
+                        reason = excluded.reason",
                 )
                 .map_err(sql(&path, "record lines"))?;
             for l in lines {

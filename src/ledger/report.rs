@@ -209,18 +209,16 @@ impl Ledger {
         Ok(out)
     }
 
-    /// How many files or conversions are in each state (states with none left out).
+    /// How many files, conversions or lines are in each state (states with none left out),
+    /// from the tallies the ledger keeps as rows change: a few rows read, never a scan.
     pub fn counts_by_state<S: StateName>(&self) -> Result<Vec<(S, u64)>> {
-        let (table, column) = S::COLUMN;
         let read = sql(&self.path, "count by state");
         let mut stmt = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {column} AS state, COUNT(*) AS n FROM {table} GROUP BY {column}"
-            ))
+            .prepare_cached("SELECT state, n FROM tallies WHERE tbl = ?1 AND n > 0")
             .map_err(&read)?;
         let found: Vec<(S, u64)> = stmt
-            .query_map([], |r| {
+            .query_map([S::COLUMN.0], |r| {
                 Ok((state::<S>(r, "state")?, r.get::<_, i64>("n")? as u64))
             })
             .map_err(&read)?
@@ -230,6 +228,15 @@ impl Ledger {
             .iter()
             .filter_map(|s| found.iter().find(|(f, _)| f == s).copied())
             .collect())
+    }
+
+    /// How many rows of a table are in one state (from the tallies).
+    fn tally<S: StateName>(&self, s: S) -> Result<u64> {
+        Ok(self
+            .counts_by_state::<S>()?
+            .into_iter()
+            .find(|(f, _)| *f == s)
+            .map_or(0, |(_, n)| n))
     }
 
     /// Prunes what is older than `keep_days` and no longer needed: the line details of
@@ -303,26 +310,12 @@ impl Ledger {
 
     /// Rows recorded with this outcome (e.g. `invalid`), across all files.
     pub fn count_lines(&self, outcome: LineOutcome) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM lines WHERE outcome = ?1",
-                [outcome.as_str()],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(sql(&self.path, "count lines"))
+        self.tally(outcome)
     }
 
     /// How many conversions are pending.
     pub fn pending_count(&self) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM conversions WHERE state = 'pending'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(sql(&self.path, "count pending conversions"))
+        self.tally(ConvState::Pending)
     }
 
     /// When the oldest pending conversion was recorded.

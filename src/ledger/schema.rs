@@ -144,6 +144,22 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE conversions ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 5: counts by state kept as rows change (by triggers, see `state_checks`), so `status`
+    // and `/metrics` read a few rows instead of scanning `lines`; the age of the oldest
+    // pending conversion from an index of the pending ones only. A later migration that
+    // rebuilds one of these tables must recount its tallies.
+    r#"
+    CREATE TABLE tallies (
+        tbl   TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (tbl, state)
+    ) WITHOUT ROWID;
+    INSERT INTO tallies SELECT 'files', state, COUNT(*) FROM files GROUP BY state;
+    INSERT INTO tallies SELECT 'conversions', state, COUNT(*) FROM conversions GROUP BY state;
+    INSERT INTO tallies SELECT 'lines', outcome, COUNT(*) FROM lines GROUP BY outcome;
+    CREATE INDEX conversions_pending_since ON conversions(created_at) WHERE state = 'pending';
+    "#,
 ];
 
 /// Applies the migrations the database lacks.
@@ -177,7 +193,8 @@ fn migrate_in_transaction(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 /// Refuses any value outside its table in every state column, with triggers generated from
-/// the state tables (SQLite cannot add a CHECK to an existing column). They are recreated at
+/// the state tables (SQLite cannot add a CHECK to an existing column), and keeps the
+/// `tallies` (counts by state) with triggers on the same columns. They are recreated at
 /// every writable open, so a new state is one row of its table and nothing here.
 pub fn state_checks(conn: &Connection) -> rusqlite::Result<()> {
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
@@ -207,6 +224,26 @@ pub fn state_checks(conn: &Connection) -> rusqlite::Result<()> {
                  BEGIN SELECT RAISE(ABORT, '{table}.{column}: unknown state'); END;\n"
             ));
         }
+        // The tallies follow every insert, delete and change of state, in the same
+        // transaction as the change itself.
+        let add = format!(
+            "INSERT INTO tallies (tbl, state, n) VALUES ('{table}', NEW.{column}, 1)\n\
+             ON CONFLICT (tbl, state) DO UPDATE SET n = n + 1;"
+        );
+        let remove =
+            format!("UPDATE tallies SET n = n - 1 WHERE tbl = '{table}' AND state = OLD.{column};");
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS tally_{table}_insert;\n\
+             CREATE TRIGGER tally_{table}_insert AFTER INSERT ON {table}\n\
+             BEGIN {add} END;\n\
+             DROP TRIGGER IF EXISTS tally_{table}_delete;\n\
+             CREATE TRIGGER tally_{table}_delete AFTER DELETE ON {table}\n\
+             BEGIN {remove} END;\n\
+             DROP TRIGGER IF EXISTS tally_{table}_update;\n\
+             CREATE TRIGGER tally_{table}_update AFTER UPDATE OF {column} ON {table}\n\
+             WHEN OLD.{column} IS NOT NEW.{column}\n\
+             BEGIN {remove} {add} END;\n"
+        ));
     }
     sql.push_str("COMMIT;");
     conn.execute_batch(&sql)
@@ -246,6 +283,21 @@ mod tests {
         c.execute("UPDATE files SET state = 'superseded'", [])
             .unwrap();
         assert!(c.execute("UPDATE files SET state = 'bogus'", []).is_err());
+        // The tallies start from the rows migrated and follow every change after.
+        let tally = |tbl: &str, state: &str| {
+            c.query_row(
+                "SELECT COALESCE(SUM(n), 0) FROM tallies WHERE tbl = ?1 AND state = ?2",
+                [tbl, state],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(tally("files", "done"), 0);
+        assert_eq!(tally("files", "superseded"), 1);
+        assert_eq!(tally("conversions", "accepted"), 1);
+        assert_eq!(tally("lines", "sent"), 1);
+        c.execute("DELETE FROM lines", []).unwrap();
+        assert_eq!(tally("lines", "sent"), 0);
     }
 
     #[test]

@@ -109,6 +109,39 @@ pub fn ledger_states(path: &Path) -> BTreeMap<String, String> {
     rows.map(Result::unwrap).collect()
 }
 
+/// Asserts that the ledger's tallies (counts by state kept by triggers, read by `status` and
+/// `/metrics`) equal the counts of the rows themselves.
+pub fn assert_tallies_match(path: &Path) {
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    if c.prepare("SELECT 1 FROM tallies").is_err() {
+        return; // killed before the migration that made them
+    }
+    for (table, column) in [
+        ("files", "state"),
+        ("conversions", "state"),
+        ("lines", "outcome"),
+    ] {
+        let counted: BTreeMap<String, i64> = c
+            .prepare(&format!(
+                "SELECT {column}, COUNT(*) FROM {table} GROUP BY {column}"
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let tallied: BTreeMap<String, i64> = c
+            .prepare("SELECT state, n FROM tallies WHERE tbl = ?1 AND n != 0")
+            .unwrap()
+            .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(tallied, counted, "tallies of {table}");
+    }
+}
+
 /// `n` orders (from `first`), `items` rows each, impact columns.
 pub fn orders(first: usize, n: usize, items: usize) -> String {
     let mut s = String::from("OrderId,EventDate,ItemSku,ItemQuantity,ItemPrice\n");
