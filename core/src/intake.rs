@@ -150,10 +150,30 @@ fn io_at(path: &Path, line: u64) -> impl FnOnce(std::io::Error) -> ReadError {
 
 /// Reads, maps, groups and validates one file. Each valid conversion goes to `on_valid` as
 /// soon as its order's last row is read; invalid orders, stray rows and file problems are in
-/// the report.
+/// the report. A small plain file (under [`ONE_PASS_BELOW`]) is read once, every order
+/// finished at its end: holding it costs less than reading it twice. Larger files and
+/// compressed ones (whose size says little) are read in two passes.
 pub fn process_file(
     stages: &Stages,
     path: &Path,
+    on_valid: &mut dyn FnMut(Conversion),
+) -> Result<FileReport, ReadError> {
+    let small = std::fs::metadata(path).is_ok_and(|m| m.len() < ONE_PASS_BELOW)
+        && !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    process_file_in(stages, path, if small { 1 } else { 2 }, on_valid)
+}
+
+/// Files smaller than this are read in one pass (at most a few times this in memory).
+pub const ONE_PASS_BELOW: u64 = 4 << 20;
+
+/// [`process_file`] with the number of passes chosen by the caller (1 or 2; tests compare
+/// both).
+pub fn process_file_in(
+    stages: &Stages,
+    path: &Path,
+    passes: u8,
     on_valid: &mut dyn FnMut(Conversion),
 ) -> Result<FileReport, ReadError> {
     let io_err = |line: u64| io_at(path, line);
@@ -162,6 +182,9 @@ pub fn process_file(
         Some(k) => k,
         None => sniff_kind(&mut input).map_err(io_err(1))?,
     };
+    if passes < 2 {
+        return process(stages, path, kind, input, None, on_valid);
+    }
     let last = last_rows(stages, path, kind, input)?;
     let input = read::open(path, stages.decoding)?;
     process(stages, path, kind, input, Some(&last), on_valid)

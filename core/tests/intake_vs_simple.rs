@@ -1,16 +1,16 @@
 //! Property: on random impact-column files (orders' rows shuffled through the file, some rows
-//! with a bad quantity, some without an OrderId), the two-pass intake (`process_file`, which
-//! finishes each order at its last row) gives exactly what a simple, independent reading
-//! gives: group every row by OrderId, items in file order, an order with a bad row invalid
-//! as a whole. Bodies, invalid orders with their lines, and stray rows are compared; the
-//! one-pass reader (`process_reader`) must agree too.
+//! with a bad quantity, some without an OrderId), the two-pass intake (which finishes each
+//! order at its last row) gives exactly what a simple, independent reading gives: group
+//! every row by OrderId, items in file order, an order with a bad row invalid as a whole.
+//! Bodies, invalid orders with their lines, and stray rows are compared; the one-pass reader
+//! (`process_reader`) must agree too.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
 
 use impact_drop_core::form;
-use impact_drop_core::intake::{process_file, process_reader, FileReport, Stages};
+use impact_drop_core::intake::{process_file_in, process_reader, FileReport, Stages};
 use impact_drop_core::model::Field;
 use impact_drop_core::profile::Profile;
 use impact_drop_core::read::{decode, Decoding, FileKind};
@@ -185,7 +185,7 @@ proptest! {
         let path = dir.path().join("orders.csv");
         std::fs::write(&path, &text).unwrap();
         let mut bodies = Vec::new();
-        let report = process_file(&stages(), &path, &mut |c| {
+        let report = process_file_in(&stages(), &path, 2, &mut |c| {
             bodies.push((c.key().order_id.clone(), form::encode(&c)));
         })
         .unwrap();

@@ -201,7 +201,7 @@ impl Ledger {
             _lock: Some(lock),
             identity,
         };
-        ledger.setup(true)?;
+        ledger.setup(true, true)?;
         Ok(ledger)
     }
 
@@ -217,6 +217,16 @@ impl Ledger {
 
     /// Opens an existing ledger for reading only, without the lock (`status`, dry runs).
     pub fn open_read(path: &Path) -> Result<Ledger> {
+        Ledger::open_read_with(path, true)
+    }
+
+    /// A second, read-only connection for a process whose writer already opened (and
+    /// checked) the ledger: no integrity check, which reads the whole file.
+    pub fn open_second_reader(path: &Path) -> Result<Ledger> {
+        Ledger::open_read_with(path, false)
+    }
+
+    fn open_read_with(path: &Path, check: bool) -> Result<Ledger> {
         if !path.exists() {
             return Err(LedgerError::Missing {
                 path: path.to_owned(),
@@ -233,7 +243,7 @@ impl Ledger {
             _lock: None,
             identity: None,
         };
-        ledger.setup(false)?;
+        ledger.setup(false, check)?;
         Ok(ledger)
     }
 
@@ -247,7 +257,7 @@ impl Ledger {
             _lock: None,
             identity: None,
         };
-        ledger.setup(true)?;
+        ledger.setup(true, true)?;
         Ok(ledger)
     }
 
@@ -255,23 +265,25 @@ impl Ledger {
         &self.path
     }
 
-    fn setup(&mut self, write: bool) -> Result<()> {
+    fn setup(&mut self, write: bool, integrity: bool) -> Result<()> {
         let path = self.path.clone();
         self.conn
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sql(&path, "set busy_timeout"))?;
-        let check: String = self
-            .conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(|e| LedgerError::Corrupt {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-        if check != "ok" {
-            return Err(LedgerError::Corrupt {
-                path,
-                detail: check,
-            });
+        if integrity {
+            let check: String = self
+                .conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(|e| LedgerError::Corrupt {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+            if check != "ok" {
+                return Err(LedgerError::Corrupt {
+                    path,
+                    detail: check,
+                });
+            }
         }
         let version: i64 = self
             .conn

@@ -322,7 +322,10 @@ impl Ledger {
     pub fn oldest_pending(&self) -> Result<Option<String>> {
         self.conn
             .query_row(
-                "SELECT MIN(created_at) FROM conversions WHERE state = 'pending'",
+                // The partial index of pending conversions, named: the planner would otherwise
+                // walk every pending row through `conversions_due`.
+                "SELECT MIN(created_at) FROM conversions INDEXED BY conversions_pending_since
+                 WHERE state = 'pending'",
                 [],
                 |r| r.get(0),
             )

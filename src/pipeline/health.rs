@@ -80,6 +80,14 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    // Scrapes read through their own read-only connection (WAL lets it read while the
+    // daemon writes), so a scrape never waits for the sender's commits; the daemon's own
+    // connection is the fallback if it cannot be opened.
+    let path = ledger.lock().ok().map(|l| l.path().to_owned());
+    let ledger = match path.map(|p| crate::ledger::Ledger::open_second_reader(&p)) {
+        Some(Ok(reader)) => Arc::new(std::sync::Mutex::new(reader)),
+        _ => ledger,
+    };
     spawn_server(listener, stop, move |req| {
         let (state, ledger) = (state.clone(), ledger.clone());
         async move { Ok::<_, std::convert::Infallible>(answer(req, &state, &ledger).await) }
