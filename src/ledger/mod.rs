@@ -316,6 +316,12 @@ impl Ledger {
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(sql(&path, "set synchronous"))?;
+        // A page cache of 32 MiB (SQLite's default is 2 MiB): planning a large file touches
+        // the line-hash index at random, and with the default cache every page evicted in the
+        // file's transaction was written to the WAL again and again.
+        self.conn
+            .pragma_update(None, "cache_size", -32768)
+            .map_err(sql(&path, "set cache_size"))?;
         self.conn
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(sql(&path, "enable foreign keys"))?;
