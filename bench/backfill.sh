@@ -15,7 +15,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/bench/out/backfill"
 FILE="${1:-$ROOT/bench/out/impact-1m.csv}"
 BIN="$ROOT/target/release/impact-drop"
-SID=IRBENCH0000000000000000000001
 
 cd "$ROOT"
 [[ -f "$FILE" ]] || { echo "no $FILE: run bench/check.sh first (it generates it)"; exit 1; }
@@ -24,32 +23,9 @@ cargo build --release --quiet
 rm -rf "$OUT" && mkdir -p "$OUT/drop"
 cp "$FILE" "$OUT/drop/"
 
-"$BIN" sandbox --port 0 --account-sid "$SID" --token bench-token > "$OUT/sandbox.log" 2>&1 &
-SANDBOX=$!
-trap 'kill $SANDBOX 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    URL=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/sandbox.log" | head -1 || true)
-    [[ -n "$URL" ]] && break
-    sleep 0.05
-done
-[[ -n "${URL:-}" ]] || { echo "sandbox did not start"; exit 1; }
-cat > "$OUT/bench.toml" <<TOML
-[source]
-drop_dir = "drop"
-format = "impact"
-[impact]
-base_url = "$URL"
-account_sid = "$SID"
-requests_per_hour = 0
-max_in_flight = ${IN_FLIGHT:-64}
-[defaults]
-CampaignId = 1000
-ActionTrackerId = 2000
-MediaPartnerId = 3000
-[ledger]
-path = "ledger.sqlite"
-TOML
-chmod 600 "$OUT/bench.toml"
+. "$ROOT/bench/lib.sh"
+start_sandbox "$OUT/sandbox.log"
+write_config "$OUT/bench.toml" "${IN_FLIGHT:-64}" 'format = "impact"'
 
 # The first POST: polled from the sandbox's counters while the run goes.
 python3 - "$URL" > "$OUT/first-post.txt" <<'PY' &

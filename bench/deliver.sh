@@ -33,16 +33,8 @@ with open(path, "w") as f:
 PY
 fi
 
-SANDBOX_LOG="$OUT/sandbox.log"
-"$BIN" sandbox --port 0 --account-sid IRBENCH0000000000000000000001 --token bench-token > "$SANDBOX_LOG" 2>&1 &
-SANDBOX_PID=$!
-trap 'kill $SANDBOX_PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    URL=$(grep -o 'http://127.0.0.1:[0-9]*' "$SANDBOX_LOG" | head -1 || true)
-    [[ -n "$URL" ]] && break
-    sleep 0.05
-done
-[[ -n "${URL:-}" ]] || { echo "sandbox did not start:"; cat "$SANDBOX_LOG"; exit 1; }
+. "$ROOT/bench/lib.sh"
+start_sandbox "$OUT/sandbox.log"
 
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== $ORDERS orders ($(wc -l < "$CSV") lines) to the sandbox at $URL, ledger on disk in $OUT"
@@ -54,21 +46,7 @@ for run in $(seq "$RUNS"); do
     cp "$CSV" "$WORK/drop/"
     # Each run needs fresh OrderIds at the sandbox only for its own bookkeeping; the ledger
     # is new per run, so every run sends all orders.
-    cat > "$WORK/bench.toml" <<TOML
-[source]
-drop_dir = "drop"
-[impact]
-base_url = "$URL"
-account_sid = "IRBENCH0000000000000000000001"
-requests_per_hour = 0
-max_in_flight = ${IN_FLIGHT:-4}
-[defaults]
-CampaignId = 1000
-ActionTrackerId = 2000
-MediaPartnerId = 3000
-[ledger]
-path = "ledger.sqlite"
-TOML
+    write_config "$WORK/bench.toml" "${IN_FLIGHT:-4}"
     TIMES="$WORK/time.txt"
     IMPACT_AUTH_TOKEN=bench-token /usr/bin/time -f '%e %M %U %S' -o "$TIMES" \
         "$BIN" --config "$WORK/bench.toml" run > "$WORK/out.txt" 2> "$WORK/err.txt" || {

@@ -24,7 +24,6 @@ LINES="${LINES:-10000000}"
 SCRAPES="${SCRAPES:-200}"
 BACKLOG="${BACKLOG:-3000}"
 BIN="$ROOT/target/release/impact-drop"
-SID=IRBENCH0000000000000000000001
 
 cd "$ROOT"
 echo "== build (cargo build --release)"
@@ -37,36 +36,13 @@ else
     REUSED=0
 fi
 
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-"$BIN" sandbox --port 0 --account-sid "$SID" --token bench-token --latency-ms 20 > "$OUT/sandbox.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do
-    URL=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/sandbox.log" | head -1 || true)
-    [[ -n "$URL" ]] && break
-    sleep 0.05
-done
-[[ -n "${URL:-}" ]] || { echo "sandbox did not start"; cat "$OUT/sandbox.log"; exit 1; }
+. "$ROOT/bench/lib.sh"
+start_sandbox "$OUT/sandbox.log" --latency-ms 20
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$OUT/bench.toml" <<TOML
-[source]
-drop_dir = "drop"
-settle_secs = 0.3
-[impact]
-base_url = "$URL"
-account_sid = "$SID"
-requests_per_hour = 0
-max_in_flight = 4
-[defaults]
-CampaignId = 1000
-ActionTrackerId = 2000
-MediaPartnerId = 3000
-[ledger]
-path = "ledger.sqlite"
-[http]
-listen = "127.0.0.1:$PORT"
-TOML
-chmod 600 "$OUT/bench.toml"
+write_config "$OUT/bench.toml" 4 "settle_secs = 0.3" "[http]
+listen = \"127.0.0.1:$PORT\""
+WATCH_PID=""
+trap 'kill $SANDBOX_PID $WATCH_PID 2>/dev/null || true' EXIT
 export IMPACT_AUTH_TOKEN=bench-token
 if [[ "$REUSED" == 1 ]]; then
     echo "== reusing the filled ledger in $OUT"
@@ -116,7 +92,7 @@ with open(path, "w") as f:
 PY
 
 "$BIN" --config "$OUT/bench.toml" watch > "$OUT/watch.log" 2>&1 &
-PIDS+=($!)
+WATCH_PID=$!
 python3 - "$URL" "http://127.0.0.1:$PORT/metrics" "$SCRAPES" <<'PY'
 import json, statistics, sys, time, urllib.request
 sandbox, metrics, scrapes = sys.argv[1], sys.argv[2], int(sys.argv[3])
