@@ -683,11 +683,7 @@ fn sigterm_to_run_lets_posts_in_flight_finish_and_records_them() {
     });
     env.drop_file("orders.csv", &orders(1, 10, 1));
     let _g = env.rt.enter();
-    let child = std::process::Command::new(BIN)
-        .current_dir(env.dir.path())
-        .arg("run")
-        .env("IMPACT_AUTH_TOKEN", TOKEN)
-        .env_remove("RUST_LOG")
+    let child = command(env.dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

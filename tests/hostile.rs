@@ -433,12 +433,8 @@ fn a_file_truncated_while_read_is_not_recorded_and_is_read_again() {
     let hook = dir.path().join("hook");
     std::fs::create_dir(&hook).unwrap();
     let _guard = rt.enter();
-    let child = std::process::Command::new(BIN)
-        .arg("run")
-        .current_dir(dir.path())
-        .env("IMPACT_AUTH_TOKEN", TOKEN)
+    let child = command(dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)])
         .env("IMPACT_DROP_FAULT_HOOK_DIR", &hook)
-        .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -50,11 +50,7 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
-            .current_dir(self.dir.path())
-            .arg("watch")
-            .env_remove("IMPACT_AUTH_TOKEN")
-            .env_remove("RUST_LOG")
+        let mut child = command(self.dir.path(), &["watch"], &[])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

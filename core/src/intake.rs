@@ -13,7 +13,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use crate::group::{group_key, Grouper, Keying};
-use crate::model::{Field, LineRef, OrderDraft, Problem};
+use crate::model::{Field, LineRef, OrderDraft, Problem, Row};
 use crate::money::{self, SaleRules};
 use crate::profile::map::{CsvMapper, JsonMapper};
 use crate::profile::Profile;
@@ -230,11 +230,11 @@ fn last_rows(
     let hasher = foldhash::fast::RandomState::default();
     let mut last: HashMap<u64, u64, foldhash::fast::RandomState> = HashMap::default();
     let mut rows = 0u64;
-    let mut mark = |key: Option<&str>, rows: &mut u64| {
+    let mut mark = |key: Option<&str>| {
         if let Some(key) = key {
-            last.insert(hasher.hash_one(key), *rows);
+            last.insert(hasher.hash_one(key), rows);
         }
-        *rows += 1;
+        rows += 1;
     };
     match kind {
         FileKind::Csv => {
@@ -247,7 +247,7 @@ fn last_rows(
                 {
                     last_line = line;
                     let row = mapper.map(line, hash, record);
-                    mark(group_key(&row.order), &mut rows);
+                    mark(group_key(&row.order));
                 }
             }
         }
@@ -262,9 +262,9 @@ fn last_rows(
                 match parsed {
                     Ok(obj) => {
                         let row = mapper.map(line, hash, &obj);
-                        mark(group_key(&row.order), &mut rows);
+                        mark(group_key(&row.order));
                     }
-                    Err(_) => mark(None, &mut rows),
+                    Err(_) => mark(None),
                 }
             }
         }
@@ -282,15 +282,15 @@ fn last_rows(
 const BATCH: usize = 512;
 
 /// One record as read and mapped (`row` is `None` for a file refused as a whole).
-struct Read {
+struct ReadRow {
     line: u64,
     hash: crate::model::LineHash,
-    row: Option<crate::model::Row>,
+    row: Option<Row>,
 }
 
 /// What the reading thread sends.
 enum Batch {
-    Rows(Vec<Read>),
+    Rows(Vec<ReadRow>),
     /// The end of the file, with the lines skipped on the way.
     Done(SkipCounts),
     Failed(ReadError),
@@ -441,7 +441,7 @@ fn process(
                             }
                             row
                         });
-                        batch.push(Read { line, hash, row });
+                        batch.push(ReadRow { line, hash, row });
                         if batch.len() == BATCH {
                             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                             if tx.send(Batch::Rows(full)).is_err() {
@@ -463,22 +463,19 @@ fn process(
                         }
                         Batch::Failed(e) => return Err(e),
                     };
-                    for Read { line, hash, row } in rows {
+                    for ReadRow { line, hash, row } in rows {
                         let ordinal = report.rows;
                         report.rows += 1;
-                        let Some(row) = row else {
-                            report.refused.push(LineRef { line, hash });
-                            continue;
-                        };
-                        let finishes = last
-                            .is_some_and(|l| l.is_last(ordinal))
-                            .then(|| group_key(&row.order).map(Box::<str>::from))
-                            .flatten();
-                        if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
-                            grouper.push(row);
-                        }
-                        if let Some(key) = finishes {
-                            grouper.finish_one(&key, &mut |d| finisher.take(d, &report.sources));
+                        match row {
+                            Some(row) => take_row(
+                                row,
+                                last.is_some_and(|l| l.is_last(ordinal)),
+                                stages,
+                                &mut report,
+                                &mut grouper,
+                                &mut finisher,
+                            ),
+                            None => report.refused.push(LineRef { line, hash }),
                         }
                     }
                 }
@@ -507,17 +504,14 @@ fn process(
                 report.rows += 1;
                 match parsed {
                     Ok(obj) => {
-                        let row = mapper.map(line, hash, &obj);
-                        let finishes = last
-                            .is_some_and(|l| l.is_last(ordinal))
-                            .then(|| group_key(&row.order).map(Box::<str>::from))
-                            .flatten();
-                        if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
-                            grouper.push(row);
-                        }
-                        if let Some(key) = finishes {
-                            grouper.finish_one(&key, &mut |d| finisher.take(d, &report.sources));
-                        }
+                        take_row(
+                            mapper.map(line, hash, &obj),
+                            last.is_some_and(|l| l.is_last(ordinal)),
+                            stages,
+                            &mut report,
+                            &mut grouper,
+                            &mut finisher,
+                        );
                     }
                     Err(message) => {
                         report.stray_lines.push(LineRef { line, hash });
@@ -562,9 +556,30 @@ fn process(
     Ok(report)
 }
 
+/// One mapped row of the second pass: filtered, or grouped; when it is the last row of its
+/// order (`is_last`), the order is finished at once.
+fn take_row(
+    row: Row,
+    is_last: bool,
+    stages: &Stages,
+    report: &mut FileReport,
+    grouper: &mut Grouper,
+    finisher: &mut Finisher<'_>,
+) {
+    let finishes = is_last
+        .then(|| group_key(&row.order).map(Box::<str>::from))
+        .flatten();
+    if !skip_row(&row, stages, &report.sources, &mut report.filtered) {
+        grouper.push(row);
+    }
+    if let Some(key) = finishes {
+        grouper.finish_one(&key, &mut |d| finisher.take(d, &report.sources));
+    }
+}
+
 /// Applies row-level filters: a matching row is recorded as filtered and not grouped.
 fn skip_row(
-    row: &crate::model::Row,
+    row: &Row,
     stages: &Stages,
     sources: &[(crate::model::Field, String)],
     filtered: &mut Vec<Filtered>,

@@ -46,8 +46,9 @@ const ENV: &[&str] = &[
     "RUST_LOG",
 ];
 
-/// Runs `impact-drop ARGS` in `dir` with extra environment variables.
-pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+/// `impact-drop ARGS` in `dir`, the tool's environment variables cleared and `env` set; the
+/// caller runs or spawns it.
+pub fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir).args(args);
     for v in ENV {
@@ -56,7 +57,12 @@ pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run impact-drop");
+    cmd
+}
+
+/// Runs `impact-drop ARGS` in `dir` with extra environment variables.
+pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = command(dir, args, env).output().expect("run impact-drop");
     let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -184,11 +190,7 @@ pub fn sandbox(
 /// Starts `impact-drop run` and kills it (SIGKILL) after `delay` unless it ended first;
 /// returns whether it was killed.
 pub fn run_killed_after(dir: &Path, token: &str, delay: std::time::Duration) -> bool {
-    let mut child = Command::new(BIN)
-        .current_dir(dir)
-        .arg("run")
-        .env("IMPACT_AUTH_TOKEN", token)
-        .env_remove("RUST_LOG")
+    let mut child = command(dir, &["run"], &[("IMPACT_AUTH_TOKEN", token)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
