@@ -833,6 +833,24 @@ impl Config {
         stages
     }
 
+    /// `[mapping]` and `[defaults]` entries for fields the configured endpoint does not
+    /// define: impact would ignore them, so they are never sent; said once at start-up.
+    pub fn endpoint_warnings(&self) -> Vec<String> {
+        let endpoint = self.impact.endpoint;
+        let mapped = self.mapping.iter().map(|(f, _)| (*f, "[mapping]"));
+        let defaults = self.defaults.iter().map(|(f, _)| (*f, "[defaults]"));
+        mapped
+            .chain(defaults)
+            .filter(|(f, _)| f.is_api() && !f.defined_on(endpoint))
+            .map(|(f, from)| {
+                format!(
+                    "impact's {} endpoint ignores {f} ({from} {f}): it is not sent",
+                    endpoint.as_str()
+                )
+            })
+            .collect()
+    }
+
     /// Warnings about files that hold secrets or order data being readable by others: the
     /// token file should be readable by its owner only, the config not by everyone.
     pub fn permission_warnings(&self) -> Vec<String> {

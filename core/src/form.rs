@@ -25,9 +25,19 @@ pub fn encode(conversion: &Conversion) -> String {
         if !out.is_empty() {
             out.push('&');
         }
-        out.push_str(name);
-        if let Some(i) = index {
-            out.push_str(itoa::Buffer::new().format(i));
+        match (index, name.split_once('_')) {
+            // Item families carry the item's index before the underscore: `ItemText2_1`.
+            (Some(i), Some((family, n))) => {
+                out.push_str(family);
+                out.push_str(itoa::Buffer::new().format(i));
+                out.push('_');
+                out.push_str(n);
+            }
+            (Some(i), None) => {
+                out.push_str(name);
+                out.push_str(itoa::Buffer::new().format(i));
+            }
+            (None, _) => out.push_str(name),
         }
         out.push('=');
         out.extend(utf8_percent_encode(value, VALUE));

@@ -322,6 +322,7 @@ fn split_bucket(keying: &Keying, order_id: &str, bucket: Bucket, out: &mut impl 
                 match merged.iter().find(|(f, _, _)| *f == field) {
                     None => merged.push((field, value, v.line)),
                     Some(&(_, first, first_line)) if first != value => {
+                        let (first, value) = (field.shown(first), field.shown(value));
                         draft.problems.push(Problem::at(
                             v.line,
                             field,

@@ -22,6 +22,29 @@ use crate::read::jsonl::JsonlReader;
 use crate::read::{self, Decoding, FileKind, ReadError};
 use crate::validate::{parse_money, validate, Conversion, Invalid, Rules};
 
+/// What this file maps (from its columns, constants and `[defaults]`) to fields the endpoint
+/// does not define: impact would ignore them, so they are not sent, and this says so.
+pub fn not_sent(stages: &Stages, sources: &[(Field, String)]) -> Vec<String> {
+    let endpoint = stages.rules.endpoint;
+    let from_file = sources.iter().map(|(f, c)| (*f, format!("column \"{c}\"")));
+    let constants = (stages.profile.constants.iter())
+        .chain(&stages.profile.item_constants)
+        .map(|(f, _)| (*f, "a [mapping] value".to_owned()));
+    let defaults = (stages.rules.defaults.iter()).map(|(f, _)| (*f, "[defaults]".to_owned()));
+    let mut seen: Vec<Field> = Vec::new();
+    let mut out = Vec::new();
+    for (field, from) in from_file.chain(constants).chain(defaults) {
+        if field.is_api() && !field.defined_on(endpoint) && !seen.contains(&field) {
+            seen.push(field);
+            out.push(format!(
+                "impact's {} endpoint ignores {field} (from {from}): not sent",
+                endpoint.as_str()
+            ));
+        }
+    }
+    out
+}
+
 /// Everything the stages need, built once from the config.
 #[derive(Clone, Debug)]
 pub struct Stages {
@@ -384,6 +407,7 @@ fn process(
             };
             let mut mapper = CsvMapper::new(&stages.profile, reader.header());
             report.sources = mapper.sources();
+            report.notes.extend(not_sent(stages, &report.sources));
             report.file_problems = std::mem::take(&mut mapper.file_problems);
             report
                 .file_problems
@@ -522,6 +546,12 @@ fn process(
                 }
             }
             report.skipped = reader.skipped;
+            let rules = stages.profile.rules.iter();
+            let paths: Vec<(Field, String)> = rules
+                .chain(&stages.profile.child_rules)
+                .map(|r| (r.field, r.source.clone()))
+                .collect();
+            report.notes.extend(not_sent(stages, &paths));
             for p in mapper.never_seen() {
                 report.notes.push(p.to_string());
             }

@@ -20,28 +20,68 @@ pub enum Level {
 pub enum Kind {
     /// Digits only (ids, quantities).
     Int,
-    /// A non-negative decimal amount with a `.` separator.
+    /// A non-negative decimal amount with a `.` separator and at most two decimals (impact
+    /// keeps money as decimal(18,2)).
     Money,
-    /// A decimal that may be negative (`Numeric1..10`, `ItemDiscountRate`).
+    /// A decimal that may be negative (`Numeric1..10`, discount rates).
     Decimal,
     /// A date-time, normalised to RFC 3339 with an explicit offset.
     Date,
     /// An ISO 4217 three-letter code.
     Currency,
+    /// An ISO 3166-1 alpha-2 country code (`CountryCode`).
+    Country,
+    /// `true` or `false`.
+    Bool,
+    /// An absolute URL (`UniqueUrl`, the spec's `format: uri`).
+    Url,
+    /// An e-mail address sent as its SHA-256 digest (or a SHA-1/SHA-256 digest as given).
+    HashedEmail,
+    /// Exactly this many digits, or the second count (`CardBin`: 6 or 8, `CardLastFour`: 4).
+    Digits(u8, u8),
+    /// One of these values, compared without case (`ConversionType`: `CLO`).
+    OneOf(&'static [&'static str]),
     /// Free text up to this many characters.
     Text(usize),
     /// Not an API field: a value carried for grouping or filtering, never sent.
     Internal,
 }
 
+/// impact's conversion endpoints that define a field (`specs/`: partner v16, brand v14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct On {
+    pub partner: bool,
+    pub brand: bool,
+}
+
+const P: On = On {
+    partner: true,
+    brand: false,
+};
+const B: On = On {
+    partner: false,
+    brand: true,
+};
+const PB: On = On {
+    partner: true,
+    brand: true,
+};
+const NONE: On = On {
+    partner: false,
+    brand: false,
+};
+
 /// One API field: an index into the catalog. Cheap to copy, ordered as fields are encoded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Field(u8);
+pub struct Field(u16);
 
 struct Def {
     name: &'static str,
     level: Level,
     kind: Kind,
+    on: On,
+    /// The brand endpoint's length limit where it differs (`Text1..50`: 64, not 255).
+    brand_limit: Option<usize>,
 }
 
 struct Catalog {
@@ -54,52 +94,74 @@ const TEXT: Kind = Kind::Text(255);
 /// How many filter columns a profile can use.
 pub const MAX_FILTERS: usize = 16;
 
-/// Order-level fields, in the order they are encoded. The first six are the conversion key
-/// and the ids impact routes on; the seed example's body starts with them in this order.
-const ORDER_FIELDS: &[(&str, Kind)] = &[
-    ("CampaignId", Kind::Int),
-    ("ActionTrackerId", Kind::Int),
-    ("EventTypeId", Kind::Int),
-    ("EventTypeCode", TEXT),
-    ("MediaPartnerId", Kind::Int),
-    ("MediaId", Kind::Int),
-    ("OrderId", Kind::Text(64)),
-    ("EventDate", Kind::Date),
-    ("CurrencyCode", Kind::Currency),
-    ("Amount", Kind::Money),
-    ("OrderSubtotal", Kind::Money),
-    ("OrderDiscount", Kind::Money),
-    ("OrderShipping", Kind::Money),
-    ("OrderTax", Kind::Money),
-    ("OrderPromoCode", TEXT),
-    ("ClickId", Kind::Text(64)),
-    ("CustomerId", TEXT),
-    ("CustomProfileId", Kind::Text(70)),
-    ("CustomerEmail", TEXT),
-    ("CustomerStatus", TEXT),
-    ("CustomerCity", TEXT),
-    ("CustomerCountry", TEXT),
-    ("CustomerPostCode", TEXT),
-    ("UniqueUrl", TEXT),
-    ("GoogAId", TEXT),
-    ("AppleIfa", TEXT),
-    ("AppleIfv", TEXT),
-    ("CallerId", TEXT),
-    ("IpAddress", TEXT),
-    ("UserAgent", TEXT),
-    ("DeviceMfr", TEXT),
-    ("DeviceModel", TEXT),
-    ("LocationId", TEXT),
-    ("LocationName", TEXT),
-    ("Note", TEXT),
-    ("SharedId", TEXT),
-    ("SubId1", TEXT),
-    ("SubId2", TEXT),
-    ("SubId3", TEXT),
-    ("ConversionType", TEXT),
-    ("CardBin", TEXT),
-    ("CardLastFour", TEXT),
-    ("PayoutAmount", Kind::Money),
+/// Order-level fields, in the order they are encoded, with the endpoints that define them
+/// (`specs/impact-partner-conversions-v16.yaml`, `specs/impact-brand-conversions-v14.yaml`;
+/// brand's `ActionTrackerId`, `CustomClickId`, `PromoCode` and `AndroidId` are named in its
+/// required-parameter text rather than its schema). The first six are the conversion key and
+/// the ids impact routes on; the seed example's body starts with them in this order. Lengths
+/// without a `maxLength` in the specs are `impact-api.md`'s (`OrderId` 64, `ClickId` 64,
+/// `CustomProfileId` 70, any other string 255).
+const ORDER_FIELDS: &[(&str, Kind, On)] = &[
+    ("CampaignId", Kind::Int, PB),
+    ("ActionTrackerId", Kind::Int, PB),
+    ("EventTypeId", Kind::Int, B),
+    ("EventTypeCode", TEXT, B),
+    ("MediaPartnerId", Kind::Int, PB),
+    ("MediaId", Kind::Int, PB),
+    ("OrderId", Kind::Text(64), PB),
+    ("EventDate", Kind::Date, PB),
+    ("CurrencyCode", Kind::Currency, PB),
+    ("Amount", Kind::Money, PB),
+    ("OrderSubTotalPostDiscount", Kind::Money, B),
+    ("OrderDiscount", Kind::Money, B),
+    ("OrderShipping", Kind::Money, B),
+    ("OrderTax", Kind::Money, B),
+    ("OrderPromoCode", TEXT, B),
+    ("ClickId", Kind::Text(64), B),
+    ("CustomerId", TEXT, B),
+    ("CustomProfileId", Kind::Text(70), B),
+    ("CustomerEmail", Kind::HashedEmail, B),
+    ("CustomerStatus", TEXT, PB),
+    ("CustomerCity", TEXT, PB),
+    ("CustomerCountry", TEXT, PB),
+    ("CustomerPostCode", TEXT, PB),
+    ("UniqueUrl", Kind::Url, B),
+    ("GoogAId", TEXT, B),
+    ("AppleIfa", TEXT, B),
+    ("AppleIfv", TEXT, B),
+    ("CallerId", TEXT, B),
+    ("IpAddress", TEXT, PB),
+    ("UserAgent", TEXT, PB),
+    ("DeviceMfr", TEXT, PB),
+    ("DeviceModel", TEXT, PB),
+    ("LocationId", TEXT, PB),
+    ("LocationName", TEXT, PB),
+    ("Note", TEXT, PB),
+    ("SharedId", TEXT, PB),
+    ("SubId1", TEXT, PB),
+    ("SubId2", TEXT, PB),
+    ("SubId3", TEXT, PB),
+    ("ConversionType", Kind::OneOf(&["CLO"]), P),
+    ("CardBin", Kind::Digits(6, 8), P),
+    ("CardLastFour", Kind::Digits(4, 4), P),
+    ("PayoutAmount", Kind::Money, P),
+    ("CustomClickId", TEXT, B),
+    ("PromoCode", TEXT, B),
+    ("AndroidId", TEXT, B),
+    ("CustomerRegion", TEXT, B),
+    ("PhoneNumber", TEXT, B),
+    ("CountryCode", Kind::Country, B),
+    ("OrderMargin", Kind::Money, B),
+    ("OrderDiscountRate", Kind::Decimal, B),
+    ("PaymentType", TEXT, B),
+    ("GiftPurchase", Kind::Bool, B),
+    ("TrackingConsent", Kind::Bool, B),
+    ("LocationType", TEXT, B),
+    ("PropertyId", Kind::Int, B),
+    ("AppPackage", TEXT, B),
+    ("AppInstallRef", TEXT, B),
+    ("AppVer", TEXT, B),
+    ("DispositionCode", TEXT, B),
 ];
 
 /// Item fields (sent as `ItemSku1`, `ItemSku2`, …), in encoding order.
@@ -120,57 +182,73 @@ const ITEM_FIELDS: &[(&str, Kind)] = &[
     ("ItemDeliveryType", TEXT),
 ];
 
-/// Numbered families of general-purpose order fields: `Text1..50`, `Numeric1..10`, …
-const FAMILIES: &[(&str, usize, Kind)] = &[
-    ("Text", 50, TEXT),
-    ("Numeric", 10, Kind::Decimal),
-    ("Money", 3, Kind::Money),
-    ("Date", 15, Kind::Date),
+/// Numbered families of general-purpose order fields: `(family, how many on partner, how many
+/// on brand, kind, brand's length limit)`. `Text1..50`, `Numeric1..10`, `Money1..3` on both;
+/// `Date1..15` on partner, `Date1..10` on brand.
+const FAMILIES: &[(&str, usize, usize, Kind, Option<usize>)] = &[
+    ("Text", 50, 50, TEXT, Some(64)),
+    ("Numeric", 10, 10, Kind::Decimal, None),
+    ("Money", 3, 3, Kind::Money, None),
+    ("Date", 15, 10, Kind::Date, None),
+];
+
+/// Numbered families of item fields, brand only: `ItemText{i}_1..50` (64 characters),
+/// `ItemNumeric{i}_1..10`, `ItemDate{i}_1..10`, `ItemMoney{i}_1..3`. In the catalog and in
+/// configuration they are named `ItemText_1` …; the body carries the item's index before
+/// the underscore (`ItemText2_1`).
+const ITEM_FAMILIES: &[(&str, usize, Kind)] = &[
+    ("ItemText", 50, Kind::Text(64)),
+    ("ItemNumeric", 10, Kind::Decimal),
+    ("ItemDate", 10, Kind::Date),
+    ("ItemMoney", 3, Kind::Money),
 ];
 
 fn catalog() -> &'static Catalog {
     static CATALOG: OnceLock<Catalog> = OnceLock::new();
     CATALOG.get_or_init(|| {
         let mut defs = Vec::new();
-        for &(name, kind) in ORDER_FIELDS {
+        let mut push = |name: &'static str, level, kind, on, brand_limit| {
             defs.push(Def {
                 name,
-                level: Level::Order,
+                level,
                 kind,
-            });
+                on,
+                brand_limit,
+            })
+        };
+        for &(name, kind, on) in ORDER_FIELDS {
+            push(name, Level::Order, kind, on, None);
         }
-        for &(family, count, kind) in FAMILIES {
-            for n in 1..=count {
-                // Leaked once per process: the catalog lives for the whole run.
-                let name: &'static str = Box::leak(format!("{family}{n}").into_boxed_str());
-                defs.push(Def {
-                    name,
-                    level: Level::Order,
+        // Names are leaked once per process: the catalog lives for the whole run.
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        for &(family, partner, brand, kind, brand_limit) in FAMILIES {
+            for n in 1..=partner.max(brand) {
+                let on = On {
+                    partner: n <= partner,
+                    brand: n <= brand,
+                };
+                push(
+                    leak(format!("{family}{n}")),
+                    Level::Order,
                     kind,
-                });
+                    on,
+                    brand_limit,
+                );
             }
         }
         for &(name, kind) in ITEM_FIELDS {
-            defs.push(Def {
-                name,
-                level: Level::Item,
-                kind,
-            });
+            push(name, Level::Item, kind, PB, None);
+        }
+        for &(family, count, kind) in ITEM_FAMILIES {
+            for n in 1..=count {
+                push(leak(format!("{family}_{n}")), Level::Item, kind, B, None);
+            }
         }
         // Internal slots: the group key (JSONL parent/child joins) and filter columns.
-        defs.push(Def {
-            name: "(group key)",
-            level: Level::Order,
-            kind: Kind::Internal,
-        });
+        push("(group key)", Level::Order, Kind::Internal, NONE, None);
         for i in 0..MAX_FILTERS {
-            let name: &'static str =
-                Box::leak(format!("(filter column {})", i + 1).into_boxed_str());
-            defs.push(Def {
-                name,
-                level: Level::Order,
-                kind: Kind::Internal,
-            });
+            let name = leak(format!("(filter column {})", i + 1));
+            push(name, Level::Order, Kind::Internal, NONE, None);
         }
         // Money slots: the export's own figure for the sale, the amount of lines left out of
         // the sale, and an item's "not a sale" mark (gift card).
@@ -180,23 +258,92 @@ fn catalog() -> &'static Catalog {
             ("(gift card)", Level::Item),
             ("(order discount)", Level::Order),
         ] {
-            defs.push(Def {
-                name,
-                level,
-                kind: Kind::Internal,
-            });
+            push(name, level, Kind::Internal, NONE, None);
         }
         assert!(
-            defs.len() <= usize::from(u8::MAX),
-            "catalog outgrew Field(u8)"
+            defs.len() < 1 << 14,
+            "catalog outgrew FieldSet's 14-bit field ids"
         );
         let by_name = defs
             .iter()
             .enumerate()
-            .map(|(i, d)| (fold_name(d.name), Field(i as u8)))
+            .map(|(i, d)| (fold_name(d.name), Field(i as u16)))
             .collect();
         Catalog { defs, by_name }
     })
+}
+
+/// The catalog as a Markdown table (the README's "Fields" section): field, level, the
+/// endpoints that define it, the kind of value and its limit. Numbered families are one row.
+pub fn fields_markdown() -> String {
+    use crate::settings::Endpoint;
+    let kind = |k: Kind| -> String {
+        match k {
+            Kind::Int => "integer (digits)".into(),
+            Kind::Money => "money: decimal(18,2), not negative".into(),
+            Kind::Decimal => "decimal".into(),
+            Kind::Date => "date-time with offset".into(),
+            Kind::Currency => "ISO 4217 code".into(),
+            Kind::Country => "ISO 3166-1 alpha-2 code".into(),
+            Kind::Bool => "true / false".into(),
+            Kind::Url => "absolute URL".into(),
+            Kind::HashedEmail => "e-mail, sent as its SHA-256".into(),
+            Kind::Digits(a, b) if a == b => format!("{a} digits"),
+            Kind::Digits(a, b) => format!("{a} or {b} digits"),
+            Kind::OneOf(v) => v.join(", "),
+            Kind::Text(_) => "text".into(),
+            Kind::Internal => String::new(),
+        }
+    };
+    let limit = |f: Field| match (f.limit(Endpoint::Partner), f.limit(Endpoint::Brand)) {
+        (Some(p), Some(b)) if p != b && f.endpoints() == PB => format!("{p} (brand {b})"),
+        (Some(p), _) if f.endpoints().partner => p.to_string(),
+        (_, Some(b)) => b.to_string(),
+        _ => String::new(),
+    };
+    let on = |o: On| match (o.partner, o.brand) {
+        (true, true) => "partner, brand",
+        (true, false) => "partner",
+        (false, true) => "brand",
+        (false, false) => "",
+    };
+    // A family's stem: `Text12` → `Text`, `ItemText_3` → `ItemText_`.
+    let stem = |name: &'static str| name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let mut rows: Vec<(String, Field, Field)> = Vec::new();
+    for f in Field::all() {
+        let same = rows.last().is_some_and(|(_, first, last)| {
+            stem(first.name()) != first.name()
+                && stem(f.name()) == stem(first.name())
+                && f.kind() == last.kind()
+                && f.endpoints() == last.endpoints()
+        });
+        if same {
+            rows.last_mut().expect("a row").2 = f;
+        } else {
+            rows.push((String::new(), f, f));
+        }
+    }
+    let mut out = String::from(
+        "| field | level | endpoints | value | max. characters |\n|---|---|---|---|---|\n",
+    );
+    for (_, first, last) in rows {
+        let name = if first == last {
+            first.name().to_owned()
+        } else {
+            format!("{}..{}", first.name(), last.name())
+        };
+        let level = match first.level() {
+            Level::Order => "order",
+            Level::Item => "item",
+        };
+        out.push_str(&format!(
+            "| `{name}` | {level} | {} | {} | {} |\n",
+            on(first.endpoints()),
+            kind(first.kind()),
+            limit(first)
+        ));
+    }
+    out
 }
 
 /// At most the first 40 characters of a cell, for messages: never a whole row.
@@ -234,11 +381,11 @@ impl Field {
     pub const ITEM_SUBTOTAL: Field = Field::item_at(8);
 
     /// Groups rows instead of OrderId when present (a JSONL child line's parent id).
-    pub const GROUP_KEY: Field = Field::item_at(ITEM_FIELDS.len());
+    pub const GROUP_KEY: Field = Field::item_at(ITEM_FIELDS.len() + Field::item_families_len());
 
     /// Filter column `i` (carried through grouping, never sent).
     pub const fn filter(i: usize) -> Field {
-        Field(Field::GROUP_KEY.0 + 1 + i as u8)
+        Field(Field::GROUP_KEY.0 + 1 + i as u16)
     }
 
     /// The export's own figure for merchandise after discounts (Shopify `Subtotal`), which
@@ -257,6 +404,8 @@ impl Field {
     pub const ITEM_DISCOUNT_RATE: Field = Field::item_at(10);
     pub const ITEM_TOTAL_DISCOUNT: Field = Field::item_at(11);
     pub const ORDER_DISCOUNT: Field = Field(11);
+    pub const ORDER_SUBTOTAL_POST_DISCOUNT: Field = Field(10);
+    pub const CUSTOMER_EMAIL: Field = Field(18);
 
     /// Whether this is an API field (sent) rather than an internal slot.
     pub fn is_api(self) -> bool {
@@ -269,17 +418,30 @@ impl Field {
         let mut families = 0;
         let mut f = 0;
         while f < FAMILIES.len() {
-            families += FAMILIES[f].1;
+            let (partner, brand) = (FAMILIES[f].1, FAMILIES[f].2);
+            families += if partner > brand { partner } else { brand };
             f += 1;
         }
-        Field((ORDER_FIELDS.len() + families + i) as u8)
+        Field((ORDER_FIELDS.len() + families + i) as u16)
+    }
+
+    const fn item_families_len() -> usize {
+        let mut n = 0;
+        let mut f = 0;
+        while f < ITEM_FAMILIES.len() {
+            n += ITEM_FAMILIES[f].1;
+            f += 1;
+        }
+        n
     }
 
     /// Looks an API field up by its name, loosely (see [`fold_name`]).
     pub fn lookup(name: &str) -> Option<Field> {
+        // The specs write item families as `ItemText[i]_1` or `ItemText{i}_1`.
+        let name = name.replace("[i]", "").replace("{i}", "");
         catalog()
             .by_name
-            .get(&fold_name(name))
+            .get(&fold_name(&name))
             .copied()
             .filter(|f| f.is_api())
     }
@@ -291,9 +453,19 @@ impl Field {
 
     /// The item field by its short name (`Sku` → `ItemSku`) or full name.
     pub fn item(name: &str) -> Option<Field> {
+        let item = |f: &Field| f.level() == Level::Item;
         Self::lookup(name)
-            .or_else(|| Self::lookup(&format!("Item{name}")))
-            .filter(|f| f.level() == Level::Item)
+            .filter(item)
+            .or_else(|| Self::lookup(&format!("Item{name}")).filter(item))
+    }
+
+    /// A value of this field as messages may quote it: an e-mail address never is.
+    pub fn shown(self, value: &str) -> std::borrow::Cow<'_, str> {
+        if self.kind() == Kind::HashedEmail {
+            "(an e-mail address, not shown)".into()
+        } else {
+            value.into()
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -308,17 +480,48 @@ impl Field {
         catalog().defs[usize::from(self.0)].kind
     }
 
+    /// Whether `endpoint` defines this field (impact ignores the others).
+    pub fn defined_on(self, endpoint: crate::settings::Endpoint) -> bool {
+        let on = catalog().defs[usize::from(self.0)].on;
+        match endpoint {
+            crate::settings::Endpoint::Partner => on.partner,
+            crate::settings::Endpoint::Brand => on.brand,
+        }
+    }
+
+    /// The endpoints that define this field.
+    pub fn endpoints(self) -> On {
+        catalog().defs[usize::from(self.0)].on
+    }
+
+    /// The longest text `endpoint` accepts in this field, for text fields.
+    pub fn limit(self, endpoint: crate::settings::Endpoint) -> Option<usize> {
+        let def = &catalog().defs[usize::from(self.0)];
+        match (def.kind, endpoint) {
+            (Kind::Text(_), crate::settings::Endpoint::Brand) if def.brand_limit.is_some() => {
+                def.brand_limit
+            }
+            (Kind::Text(n), _) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The parameter name of this item field for the item at `index` (1-based):
+    /// `ItemSku` → `ItemSku2`, `ItemText_1` → `ItemText2_1`.
+    pub fn item_param(self, index: usize) -> String {
+        let name = self.name();
+        let i = itoa::Buffer::new().format(index).to_owned();
+        match name.split_once('_') {
+            Some((family, n)) => format!("{family}{i}_{n}"),
+            None => format!("{name}{i}"),
+        }
+    }
+
     /// Every API field of the catalog, in encoding order.
     pub fn all() -> impl Iterator<Item = Field> {
         (0..catalog().defs.len())
-            .map(|i| Field(i as u8))
+            .map(|i| Field(i as u16))
             .filter(|f| f.is_api())
-    }
-
-    /// `Text1..Text50`: the brand endpoint limits these to 64 characters instead of 255.
-    pub fn is_text_family(self) -> bool {
-        let name = self.name();
-        name.starts_with("Text") && name[4..].bytes().all(|b| b.is_ascii_digit())
     }
 }
 
@@ -358,7 +561,7 @@ impl FieldSetBuilder {
         if value.is_empty() {
             return;
         }
-        let id = u16::from(field.0);
+        let id = field.0;
         self.buf.push(char::from((id >> 7) as u8 & 0x7f));
         self.buf.push(char::from(id as u8 & 0x7f));
         let mut len = value.len();
@@ -441,7 +644,7 @@ impl<'a> Iterator for FieldSetIter<'a> {
         // The header is ASCII and the value a whole `&str`: both ends are char boundaries.
         let value = self.rest.get(at..at + len)?;
         self.rest = self.rest.get(at + len..)?;
-        Some((Field(u8::try_from(id).ok()?), value))
+        Some((Field(id), value))
     }
 }
 
@@ -616,8 +819,21 @@ mod tests {
         );
         assert_eq!(Field::item("Sku").map(Field::name), Some("ItemSku"));
         assert_eq!(Field::named("orderid"), None);
-        assert!(Field::lookup("Text7").unwrap().is_text_family());
-        assert!(!Field::lookup("TextX").is_some_and(Field::is_text_family));
+        use crate::settings::Endpoint;
+        let text7 = Field::lookup("Text7").unwrap();
+        assert_eq!(text7.limit(Endpoint::Partner), Some(255));
+        assert_eq!(text7.limit(Endpoint::Brand), Some(64));
+        let date11 = Field::lookup("Date11").unwrap();
+        assert!(date11.defined_on(Endpoint::Partner) && !date11.defined_on(Endpoint::Brand));
+        let item_text = Field::item("Text_3").unwrap();
+        assert_eq!(Field::lookup("ItemText[i]_3"), Some(item_text));
+        assert_eq!(item_text.item_param(12), "ItemText12_3");
+        assert_eq!(Field::ITEM_SKU.item_param(2), "ItemSku2");
+        assert_eq!(Field::CUSTOMER_EMAIL.name(), "CustomerEmail");
+        assert_eq!(
+            Field::ORDER_SUBTOTAL_POST_DISCOUNT.name(),
+            "OrderSubTotalPostDiscount"
+        );
     }
 
     #[test]
@@ -628,7 +844,7 @@ mod tests {
             (Field::CURRENCY_CODE, ""),
             (Field::EVENT_DATE, "ünï 😀"),
             (Field::AMOUNT, long.as_str()),
-            (Field(150), "a field past 127"),
+            (Field(300), "a field past 255"),
         ]);
         let got: Vec<_> = set.iter().collect();
         assert_eq!(
@@ -637,7 +853,7 @@ mod tests {
                 (Field::ORDER_ID, "A-1"),
                 (Field::EVENT_DATE, "ünï 😀"),
                 (Field::AMOUNT, long.as_str()),
-                (Field(150), "a field past 127"),
+                (Field(300), "a field past 255"),
             ]
         );
         assert_eq!(set.get(Field::CURRENCY_CODE), None);

@@ -107,20 +107,22 @@ impl Rules {
     }
 }
 
-/// Brand conversions need at least one of these to attribute the conversion to a partner.
+/// Brand conversions need at least one of these to attribute the conversion to a partner:
+/// the brand spec's list (`CustomerEmail` and `OrderPromoCode` are not in it).
 pub const ATTRIBUTION_KEYS: &[&str] = &[
     "ClickId",
     "CustomerId",
     "CustomProfileId",
-    "CustomerEmail",
-    "OrderPromoCode",
-    "MediaPartnerId",
+    "CustomClickId",
+    "PromoCode",
     "MediaId",
+    "MediaPartnerId",
     "UniqueUrl",
+    "CallerId",
     "GoogAId",
+    "AndroidId",
     "AppleIfa",
     "AppleIfv",
-    "CallerId",
 ];
 
 /// A conversion that passed validation: normalised values, ready to encode.
@@ -217,9 +219,13 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
     // Order-level values: the export's, then constants/defaults for what it lacks, then the
     // key parts as `group` resolved them (a blank cell that took another row's value).
     // Internal slots (group key, filter columns) are never sent.
+    // Fields the endpoint does not define are never sent (impact would ignore them); `intake`
+    // and the start-up checks say so once per file rather than once per order.
+    let endpoint = rules.endpoint;
+    let sent = |f: Field| f.is_api() && f.defined_on(endpoint);
     let mut raw: Vec<(Field, &str, Option<u64>)> = order
         .iter()
-        .filter(|(f, _)| f.is_api())
+        .filter(|(f, _)| sent(*f))
         .map(|(f, v)| (f, v, first))
         .collect();
     let resolved = campaign_id
@@ -227,7 +233,12 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
         .map(|c| (Field::CAMPAIGN_ID, c))
         .into_iter()
         .chain(event.as_ref().map(|(f, v)| (*f, v.as_str())));
-    let defaults = rules.defaults.iter().rev().map(|(f, v)| (*f, v.as_str()));
+    let defaults = rules
+        .defaults
+        .iter()
+        .rev()
+        .filter(|(f, _)| sent(*f))
+        .map(|(f, v)| (*f, v.as_str()));
     let fallbacks = resolved.chain(defaults);
     for (f, v) in fallbacks {
         if !raw.iter().any(|(g, _, _)| *g == f) {
@@ -247,6 +258,21 @@ pub fn validate(draft: OrderDraft, rules: &Rules) -> Result<Conversion, Box<Inva
         }
     }
     fields.sort_by_key(|(f, _)| *f);
+    let given = |f: Field| fields.iter().any(|(g, _)| *g == f);
+    if endpoint == Endpoint::Brand && given(Field::MEDIA_ID) && given(Field::MEDIA_PARTNER_ID) {
+        problems.push(Problem::new(
+            first,
+            Some("MediaId"),
+            "is given together with MediaPartnerId: impact's brand endpoint takes one of the              two, never both; map only one",
+        ));
+    }
+    if !items.is_empty() && given(Field::ORDER_SUBTOTAL_POST_DISCOUNT) {
+        problems.push(Problem::new(
+            first,
+            Some("OrderSubTotalPostDiscount"),
+            "is given together with items: impact uses it only for conversions without items;              leave it out when the item columns are mapped",
+        ));
+    }
 
     for group in rules.required() {
         let present = group.iter().any(|f| fields.iter().any(|(g, _)| g == f))
@@ -443,7 +469,8 @@ fn reconcile(
         // remaining amounts, added to their own discounts. Only a gap the other way (the
         // lines come to less than the figure) is an error.
         if gap > Decimal::ZERO && !out_items.is_empty() && !order_discount {
-            let digits = money::minor_digits(order_now.get(Field::CURRENCY_CODE));
+            // impact keeps money to two decimals, whatever the currency's minor unit.
+            let digits = money::minor_digits(order_now.get(Field::CURRENCY_CODE)).min(2);
             let unit = Decimal::new(1, digits);
             let weights: Vec<Decimal> = monies.iter().map(|m| m.gross - m.discount).collect();
             let shares = money::allocate(gap, &weights, unit);
@@ -551,7 +578,11 @@ fn check_item(line: u64, set: &FieldSet, rules: &Rules) -> Result<FieldSet, Vec<
         .iter()
         .filter(|(f, _)| set.get(*f).is_none())
         .map(|(f, v)| (*f, v.as_str()));
-    for (field, value) in set.iter().chain(constants).filter(|(f, _)| f.is_api()) {
+    for (field, value) in set
+        .iter()
+        .chain(constants)
+        .filter(|(f, _)| f.is_api() && f.defined_on(rules.endpoint))
+    {
         match check_value(field, value, rules) {
             // A zero discount says nothing: it is not sent.
             Ok(Checked::Value(v)) | Ok(Checked::Warned(v, _))
@@ -624,11 +655,16 @@ fn check_value<'a>(field: Field, value: &'a str, rules: &Rules) -> Result<Checke
         Kind::Int => check_int(value).map(Checked::Value),
         Kind::Money | Kind::Decimal => {
             let negative_ok = field.kind() == Kind::Decimal;
-            match messy_number(value, rules) {
+            let checked = match messy_number(value, rules) {
                 Some(cleaned) => check_decimal(&cleaned, negative_ok)
-                    .map(|v| Checked::Value(Cow::Owned(v.into_owned())))
+                    .map(|v| Cow::Owned(v.into_owned()))
                     .map_err(|e| format!("{e} (read as \"{cleaned}\" from \"{value}\")")),
-                None => check_decimal(value, negative_ok).map(Checked::Value),
+                None => check_decimal(value, negative_ok),
+            }?;
+            if field.kind() == Kind::Money {
+                cents(checked).map(Checked::Value)
+            } else {
+                Ok(Checked::Value(checked))
             }
         }
         Kind::Currency => {
@@ -642,9 +678,77 @@ fn check_value<'a>(field: Field, value: &'a str, rules: &Rules) -> Result<Checke
                 ))
             }
         }
+        Kind::Country => {
+            if value.len() == 2 && value.bytes().all(|b| b.is_ascii_alphabetic()) {
+                Ok(Checked::Value(Cow::Owned(value.to_ascii_uppercase())))
+            } else {
+                Err(format!(
+                    "\"{}\" is not a two-letter ISO 3166-1 country code (US, GB, DE, …)",
+                    crate::model::excerpt(value)
+                ))
+            }
+        }
+        Kind::Bool => match value.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "1" => Ok(Checked::Value(Cow::Borrowed("true"))),
+            "false" | "no" | "n" | "0" => Ok(Checked::Value(Cow::Borrowed("false"))),
+            _ => Err(format!(
+                "\"{}\" is not true or false (yes/no and 1/0 are read too)",
+                crate::model::excerpt(value)
+            )),
+        },
+        Kind::Url => {
+            let ok = value.split_once("://").is_some_and(|(scheme, rest)| {
+                scheme.len() > 1
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                    && scheme.as_bytes()[0].is_ascii_alphabetic()
+                    && !rest.is_empty()
+            }) && !value.chars().any(char::is_whitespace);
+            if !ok {
+                return Err(format!(
+                    "\"{}\" is not an absolute URL (https://partner.example/…)",
+                    crate::model::excerpt(value)
+                ));
+            }
+            text_within(field, value, rules)
+        }
+        Kind::HashedEmail => hashed_email(value).map(Checked::Value),
+        Kind::Digits(a, b) => {
+            let n = value.len();
+            if value.bytes().all(|c| c.is_ascii_digit())
+                && (n == usize::from(a) || n == usize::from(b))
+            {
+                Ok(Checked::Value(Cow::Borrowed(value)))
+            } else if a == b {
+                Err(format!(
+                    "\"{}\" must be exactly {a} digits",
+                    crate::model::excerpt(value)
+                ))
+            } else {
+                Err(format!(
+                    "\"{}\" must be exactly {a} or {b} digits",
+                    crate::model::excerpt(value)
+                ))
+            }
+        }
+        Kind::OneOf(values) => match values.iter().find(|v| v.eq_ignore_ascii_case(value)) {
+            Some(v) => Ok(Checked::Value(Cow::Borrowed(v))),
+            None => Err(format!(
+                "\"{}\" is not one of {}: impact would ignore it",
+                crate::model::excerpt(value),
+                values.join(", ")
+            )),
+        },
         Kind::Date => {
             if field == Field::EVENT_DATE && value.eq_ignore_ascii_case("NOW") {
-                return if rules.allow_event_date_now {
+                return if rules.endpoint == Endpoint::Brand {
+                    Err(
+                        "is NOW: impact's brand endpoint takes only a date-time; export the \
+                         order's real time"
+                            .into(),
+                    )
+                } else if rules.allow_event_date_now {
                     Ok(Checked::Value(Cow::Borrowed("NOW")))
                 } else {
                     Err(
@@ -662,24 +766,75 @@ fn check_value<'a>(field: Field, value: &'a str, rules: &Rules) -> Result<Checke
                 None => Checked::Value(text),
             })
         }
-        Kind::Text(limit) => {
-            let limit = if rules.endpoint == Endpoint::Brand && field.is_text_family() {
-                64
-            } else {
-                limit
-            };
-            let chars = value.chars().count();
-            if chars > limit {
-                return Err(format!(
-                    "is {chars} characters long; impact accepts at most {limit}: shorten it"
-                ));
-            }
+        Kind::Text(_) => {
             if field == Field::ORDER_ID {
                 excel_number(value)?;
             }
-            Ok(Checked::Value(Cow::Borrowed(value)))
+            text_within(field, value, rules)
         }
     }
+}
+
+/// A text value within the endpoint's length limit for the field.
+fn text_within<'a>(field: Field, value: &'a str, rules: &Rules) -> Result<Checked<'a>, String> {
+    let limit = field.limit(rules.endpoint).unwrap_or(255);
+    let chars = value.chars().count();
+    if chars > limit {
+        return Err(format!(
+            "is {chars} characters long; impact accepts at most {limit}: shorten it"
+        ));
+    }
+    Ok(Checked::Value(Cow::Borrowed(value)))
+}
+
+/// impact keeps money as decimal(18,2): trailing zeros past the cent are dropped, any other
+/// third decimal is refused rather than rounded (a rounded amount is a wrong payment).
+fn cents(value: Cow<'_, str>) -> Result<Cow<'_, str>, String> {
+    let (int, frac) = value.split_once('.').unwrap_or((&value, ""));
+    if int.trim_start_matches('-').len() > 16 {
+        return Err(format!(
+            "\"{value}\" has more than 16 digits before the decimal point: impact keeps amounts \
+             as decimal(18,2)"
+        ));
+    }
+    if frac.len() <= 2 {
+        return Ok(value);
+    }
+    if frac[2..].bytes().all(|b| b == b'0') {
+        let keep = value.len() - (frac.len() - 2);
+        return Ok(Cow::Owned(value[..keep].to_owned()));
+    }
+    Err(format!(
+        "\"{value}\" has {} decimals: impact keeps amounts to two (decimal(18,2)); round it in \
+         the export",
+        frac.len()
+    ))
+}
+
+/// The brand endpoint takes `CustomerEmail` only as a SHA-1 or SHA-256 digest: an address is
+/// sent as the SHA-256 of its trimmed, lower-cased form; a digest passes unchanged. Messages
+/// never quote the value.
+fn hashed_email(value: &str) -> Result<Cow<'_, str>, String> {
+    use sha2::Digest;
+    let hex = value.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex && (value.len() == 40 || value.len() == 64) {
+        return Ok(Cow::Borrowed(value));
+    }
+    let address = value.trim().to_lowercase();
+    let valid = address
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !address.chars().any(char::is_whitespace);
+    if !valid {
+        return Err(
+            "is neither an e-mail address nor a SHA-1/SHA-256 digest of one: check the column \
+             (its value is not shown, as it may be personal data)"
+                .into(),
+        );
+    }
+    Ok(Cow::Owned(hex::encode(sha2::Sha256::digest(
+        address.as_bytes(),
+    ))))
 }
 
 /// `1.21286E+13`: Excel turned a long number into scientific notation and lost its digits.
@@ -1142,7 +1297,7 @@ mod tests {
                 &[&[
                     ("ItemSku", "X"),
                     ("ItemQuantity", "1"),
-                    ("ItemPrice", "0.1000000000000000000000000001"),
+                    ("ItemPrice", "19.9900"),
                 ]],
             ),
             &rules(),
@@ -1154,9 +1309,11 @@ mod tests {
                 .find(|(f, _)| f.name() == "ItemPrice")
                 .unwrap()
                 .1,
-            "0.1000000000000000000000000001"
+            "19.99"
         );
         for (bad, hint) in [
+            ("0.1000000000000000000000000001", "28 decimals"),
+            ("19.995", "3 decimals"),
             ("-5.00", "negative"),
             ("1,50", "decimal separator"),
             ("$12.00", "currency symbol"),
@@ -1287,17 +1444,76 @@ mod tests {
         let long = Box::leak("n".repeat(256).into_boxed_str());
         let p = one_problem(&with(&[("Note", long)]), &[OK_ITEM]);
         assert!(p.2.contains("at most 255"));
-        let p = one_problem(
-            &with(&[("ClickId", Box::leak("c".repeat(65).into_boxed_str()))]),
-            &[OK_ITEM],
-        );
-        assert!(p.2.contains("at most 64"));
-        let text = Box::leak("t".repeat(65).into_boxed_str());
-        assert!(validate(draft(&with(&[("Text1", text)]), &[OK_ITEM]), &rules()).is_ok());
         let mut r = rules();
         r.endpoint = Endpoint::Brand;
+        let long_click = Box::leak("c".repeat(65).into_boxed_str());
+        let ps = problems(&with(&[("ClickId", long_click)]), &[OK_ITEM], &r);
+        assert!(ps[0].2.contains("at most 64"), "{ps:?}");
+        let text = Box::leak("t".repeat(65).into_boxed_str());
+        assert!(validate(draft(&with(&[("Text1", text)]), &[OK_ITEM]), &rules()).is_ok());
         let ps = problems(&with(&[("Text1", text), ("ClickId", "c")]), &[OK_ITEM], &r);
         assert!(ps[0].2.contains("at most 64"), "{ps:?}");
+    }
+
+    #[test]
+    fn rule_each_endpoint_gets_only_its_fields() {
+        let email = "  Jane.Doe@Example.COM ";
+        let order = with(&[
+            ("CustomerEmail", email),
+            ("CustomerId", "C-9"),
+            ("Date11", "2023-02-15T22:55:32-08:00"),
+            ("Date10", "2023-02-15T22:55:32-08:00"),
+            ("GiftPurchase", "Yes"),
+            ("CountryCode", "us"),
+            ("CardBin", "411111"),
+        ]);
+        // Partner: brand-only fields are not sent; Date11 and CardBin are.
+        let c = validate(draft(&order, &[OK_ITEM]), &rules()).unwrap();
+        let names: Vec<&str> = c.fields().map(|(f, _)| f.name()).collect();
+        for absent in ["CustomerEmail", "CustomerId", "GiftPurchase", "CountryCode"] {
+            assert!(!names.contains(&absent), "{absent} in {names:?}");
+        }
+        assert!(names.contains(&"Date11") && names.contains(&"CardBin"));
+        // Brand: the address goes as its SHA-256; Date11 and CardBin are not sent.
+        let mut r = rules();
+        r.endpoint = Endpoint::Brand;
+        r.defaults.retain(|(f, _)| *f != Field::MEDIA_PARTNER_ID);
+        let mut brand = order.clone();
+        brand.push(("ClickId", "c"));
+        let c = validate(draft(&brand, &[OK_ITEM]), &r).unwrap();
+        use sha2::Digest;
+        let expected = hex::encode(sha2::Sha256::digest(b"jane.doe@example.com"));
+        assert_eq!(c.get(Field::CUSTOMER_EMAIL), Some(expected.as_str()));
+        assert_eq!(c.get(Field::lookup("GiftPurchase").unwrap()), Some("true"));
+        assert_eq!(c.get(Field::lookup("CountryCode").unwrap()), Some("US"));
+        assert_eq!(c.get(Field::lookup("Date11").unwrap()), None);
+        assert_eq!(c.get(Field::lookup("CardBin").unwrap()), None);
+        // A digest passes unchanged; the e-mail alone is no attribution key.
+        let sha1 = "4db6c86b5d02c22ab6c5e1b1a0b82a7b5d4ef068";
+        let ps = problems(&with(&[("CustomerEmail", sha1)]), &[OK_ITEM], &r);
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert_eq!(ps[0].1, "ClickId");
+        assert!(ps[0].2.contains("PromoCode") && !ps[0].2.contains("CustomerEmail"));
+        // Not an address: refused without quoting the value.
+        let bad = with(&[("CustomerEmail", "jane at example"), ("ClickId", "c")]);
+        let ps = problems(&bad, &[OK_ITEM], &r);
+        assert_eq!(ps[0].1, "CustomerEmail");
+        assert!(!ps[0].2.contains("jane"), "{ps:?}");
+        // Both partner ids on brand.
+        let both = with(&[("MediaId", "3000"), ("MediaPartnerId", "3000")]);
+        let ps = problems(&both, &[OK_ITEM], &r);
+        assert_eq!(ps[0].1, "MediaId");
+        // Each attribution key of the brand spec, alone.
+        for key in [
+            "ClickId",
+            "CustomClickId",
+            "PromoCode",
+            "AndroidId",
+            "MediaId",
+        ] {
+            let o = with(&[(key, "1")]);
+            assert!(validate(draft(&o, &[OK_ITEM]), &r).is_ok(), "{key}");
+        }
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Shown {
         for (i, (item, line)) in c.items().iter().zip(c.item_lines()).enumerate() {
             for (f, _) in item.iter() {
                 sources.push(Provenance {
-                    field: format!("{}{}", f.name(), i + 1),
+                    field: f.item_param(i + 1),
                     from: String::new(),
                     line: Some(*line),
                     api_field: f,

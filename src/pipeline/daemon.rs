@@ -71,7 +71,11 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
         Ok(Some(w)) => tracing::warn!("{w}"),
         Ok(None) => {}
     }
-    for w in config.permission_warnings() {
+    for w in config
+        .permission_warnings()
+        .into_iter()
+        .chain(config.endpoint_warnings())
+    {
         tracing::warn!("{w}");
     }
     let opts = WatchOptions::from_config(&config);

@@ -268,6 +268,9 @@ impl Delivery {
         })?;
         // Orders arrive as they complete; they are planned (and sent) in file order.
         conversions.sort_by_key(|(c, _)| c.lines().first().map(|l| l.line));
+        for note in report.notes.iter().filter(|n| n.starts_with("impact's ")) {
+            tracing::info!(file = %shown, "{note}");
+        }
         // The content must still be what was hashed: a file rewritten or truncated while it
         // was read is not planned (no order goes with part of its rows); it is read again
         // once it settles.
@@ -551,7 +554,11 @@ pub fn preflight(config: &Config) -> Result<(String, crate::config::Secret), Del
         Ok(Some(w)) => tracing::warn!("{w}"),
         Ok(None) => {}
     }
-    for w in config.permission_warnings() {
+    for w in config
+        .permission_warnings()
+        .into_iter()
+        .chain(config.endpoint_warnings())
+    {
         tracing::warn!("{w}");
     }
     Ok((sid, token))
