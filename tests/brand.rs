@@ -16,51 +16,31 @@ use impact_drop::impact::sandbox::Received;
 const SID: &str = "IRBRAND00000000000000000001";
 const TOKEN: &str = "brand-token-7c21";
 
-struct Env {
-    rt: tokio::runtime::Runtime,
-    sandbox: impact_drop::impact::sandbox::Sandbox,
-    dir: tempfile::TempDir,
-}
+struct Env(SandboxDir);
 
 /// A workspace for `endpoint` with `[defaults]` and `[mapping]` as given (no MediaPartnerId
 /// default: brand bodies carry only the keys a test gives them).
 fn env(endpoint: &str, defaults: &str, mapping: &str) -> Env {
-    let (rt, sandbox) = sandbox(SID, TOKEN);
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[source]\ndrop_dir = \"drop\"\nformat = \"impact\"\n\
-         [impact]\nendpoint = \"{endpoint}\"\nbase_url = \"{}\"\naccount_sid = \"{SID}\"\n\
-         requests_per_hour = 0\n[ledger]\npath = \"ledger.sqlite\"\n\
-         [defaults]\nCampaignId = 1000\nCurrencyCode = \"USD\"\n{defaults}\n\
-         [mapping]\n{mapping}\n",
-        sandbox.base_url()
-    );
-    std::fs::write(dir.path().join("impact-drop.toml"), config).unwrap();
-    std::fs::create_dir(dir.path().join("drop")).unwrap();
-    Env { rt, sandbox, dir }
+    Env(SandboxDir::new(SID, TOKEN, |base_url| {
+        format!(
+            "[source]\ndrop_dir = \"drop\"\nformat = \"impact\"\n\
+             [impact]\nendpoint = \"{endpoint}\"\nbase_url = \"{base_url}\"\n\
+             account_sid = \"{SID}\"\nrequests_per_hour = 0\n[ledger]\npath = \"ledger.sqlite\"\n\
+             [defaults]\nCampaignId = 1000\nCurrencyCode = \"USD\"\n{defaults}\n\
+             [mapping]\n{mapping}\n"
+        )
+    }))
 }
 
 impl Env {
     fn run(&self, name: &str, content: &str) -> (Run, BTreeMap<String, Received>) {
-        std::fs::write(self.dir.path().join("drop").join(name), content).unwrap();
-        let _g = self.rt.enter();
-        let r = run_in(
-            self.dir.path(),
-            &["run"],
-            &[("IMPACT_AUTH_TOKEN", TOKEN), ("RUST_LOG", "trace")],
-        );
-        let received = self
-            .sandbox
-            .received()
-            .into_iter()
-            .map(|r| (r.order_id.clone(), r))
-            .collect();
-        (r, received)
+        let env = [("IMPACT_AUTH_TOKEN", TOKEN), ("RUST_LOG", "trace")];
+        self.0.run(name, content, &env)
     }
 
     fn check(&self, name: &str) -> Run {
-        let path = self.dir.path().join("drop").join(name);
-        run_in(self.dir.path(), &["check", path.to_str().unwrap()], &[])
+        let path = self.0.dir.path().join("drop").join(name);
+        run_in(self.0.dir.path(), &["check", path.to_str().unwrap()], &[])
     }
 }
 
@@ -106,7 +86,7 @@ fn brand_email_leaves_only_as_its_sha256() {
     );
     assert_eq!(got["E-2"].sale_amount.as_deref(), Some("5.5"));
     assert!(!got.contains_key("E-3"));
-    let status = run_in(e.dir.path(), &["status", "--json"], &[]);
+    let status = run_in(e.0.dir.path(), &["status", "--json"], &[]);
     for (what, text) in [
         (
             "bodies",
@@ -118,7 +98,7 @@ fn brand_email_leaves_only_as_its_sha256() {
         ("stdout", r.stdout.clone()),
         ("stderr (trace)", r.stderr.clone()),
         ("status", status.stdout.clone()),
-        ("ledger", ledger_bytes(e.dir.path())),
+        ("ledger", ledger_bytes(e.0.dir.path())),
     ] {
         for plain in ["jane.roe", "Jane.Roe", "only.email", "Example.COM"] {
             assert!(!text.contains(plain), "{plain} found in the {what}");
@@ -270,7 +250,7 @@ fn date11_is_not_sent_to_brand_and_partner_only_fields_are_reported() {
                D-1,2025-03-01T10:00:00Z,clk,2025-03-05T00:00:00Z,2025-03-06T00:00:00Z,S,1,2.00\n";
     let e = env("brand", "EventTypeCode = \"SALE\"", "");
     let check = {
-        std::fs::write(e.dir.path().join("drop").join("dates.csv"), csv).unwrap();
+        std::fs::write(e.0.dir.path().join("drop").join("dates.csv"), csv).unwrap();
         e.check("dates.csv")
     };
     assert!(
@@ -298,7 +278,7 @@ fn date11_is_not_sent_to_brand_and_partner_only_fields_are_reported() {
     );
     let csv = "OrderId,EventDate,Customer,ClickId,Date11,ItemSku,ItemQuantity,ItemPrice\n\
                P-1,2025-03-01T10:00:00Z,cust-1,clk,2025-03-06T00:00:00Z,S,1,2.00\n";
-    std::fs::write(e.dir.path().join("drop").join("p.csv"), csv).unwrap();
+    std::fs::write(e.0.dir.path().join("drop").join("p.csv"), csv).unwrap();
     let check = e.check("p.csv");
     for said in [
         "impact's partner endpoint ignores CustomerId (from column \"Customer\"): not sent",

@@ -201,40 +201,22 @@ fn shopify_cases() -> Vec<(Order, Option<&'static str>)> {
     ]
 }
 
-struct Env {
-    _rt: tokio::runtime::Runtime,
-    sandbox: impact_drop::impact::sandbox::Sandbox,
-    dir: tempfile::TempDir,
-}
+struct Env(SandboxDir);
 
 fn env(format: &str, endpoint: &str, extra: &str) -> Env {
-    let (rt, sandbox) = sandbox(SID, TOKEN);
-    let dir = workspace(&format!(
-        "[source]\ndrop_dir = \"drop\"\nformat = \"{format}\"\n{extra}\n[impact]\nendpoint = \"{endpoint}\"\n\
-         base_url = \"{}\"\naccount_sid = \"{SID}\"\nrequests_per_hour = 0\n\
-         [ledger]\npath = \"ledger.sqlite\"\n",
-        sandbox.base_url()
-    ));
-    std::fs::create_dir(dir.path().join("drop")).unwrap();
-    Env {
-        _rt: rt,
-        sandbox,
-        dir,
-    }
+    Env(SandboxDir::new(SID, TOKEN, |base_url| {
+        format!(
+            "[defaults]\nCampaignId = 1000\nActionTrackerId = 2000\nMediaPartnerId = 3000\n\
+             CurrencyCode = \"USD\"\n[source]\ndrop_dir = \"drop\"\nformat = \"{format}\"\n\
+             {extra}\n[impact]\nendpoint = \"{endpoint}\"\nbase_url = \"{base_url}\"\n\
+             account_sid = \"{SID}\"\nrequests_per_hour = 0\n[ledger]\npath = \"ledger.sqlite\"\n"
+        )
+    }))
 }
 
 impl Env {
     fn run(&self, name: &str, content: &str) -> (Run, BTreeMap<String, Received>) {
-        std::fs::write(self.dir.path().join("drop").join(name), content).unwrap();
-        let _g = self._rt.enter();
-        let r = run_in(self.dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)]);
-        let received = self
-            .sandbox
-            .received()
-            .into_iter()
-            .map(|r| (r.order_id.clone(), r))
-            .collect();
-        (r, received)
+        self.0.run(name, content, &[("IMPACT_AUTH_TOKEN", TOKEN)])
     }
 }
 

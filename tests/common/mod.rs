@@ -187,6 +187,45 @@ pub fn sandbox(
     (rt, sandbox)
 }
 
+/// A temp dir whose config (made by `config` from the sandbox's base URL) points at a sandbox
+/// of its own, with an empty `drop/` folder.
+pub struct SandboxDir {
+    pub rt: tokio::runtime::Runtime,
+    pub sandbox: impact_drop::impact::sandbox::Sandbox,
+    pub dir: tempfile::TempDir,
+}
+
+impl SandboxDir {
+    pub fn new(sid: &str, token: &str, config: impl FnOnce(&str) -> String) -> SandboxDir {
+        let (rt, sandbox) = sandbox(sid, token);
+        let dir = tempfile::tempdir().unwrap();
+        let text = config(&sandbox.base_url());
+        std::fs::write(dir.path().join("impact-drop.toml"), text).unwrap();
+        std::fs::create_dir(dir.path().join("drop")).unwrap();
+        SandboxDir { rt, sandbox, dir }
+    }
+
+    /// Drops `content` as `drop/NAME`, runs `impact-drop run` with `env`, and returns the run
+    /// and what the sandbox received so far, by OrderId.
+    pub fn run(
+        &self,
+        name: &str,
+        content: &str,
+        env: &[(&str, &str)],
+    ) -> (
+        Run,
+        BTreeMap<String, impact_drop::impact::sandbox::Received>,
+    ) {
+        std::fs::write(self.dir.path().join("drop").join(name), content).unwrap();
+        let _g = self.rt.enter();
+        let r = run_in(self.dir.path(), &["run"], env);
+        let received = (self.sandbox.received().into_iter())
+            .map(|r| (r.order_id.clone(), r))
+            .collect();
+        (r, received)
+    }
+}
+
 /// Starts `impact-drop run` and kills it (SIGKILL) after `delay` unless it ended first;
 /// returns whether it was killed.
 pub fn run_killed_after(dir: &Path, token: &str, delay: std::time::Duration) -> bool {
