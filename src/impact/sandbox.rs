@@ -15,7 +15,7 @@
 //! accepting, bursts of 429, an outage, latency, an hourly budget, rejected OrderIds.
 //! `GET /_sandbox/received` and `GET /_sandbox/stats` show what arrived.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +53,31 @@ pub struct Faults {
     /// Every request answered `200 OK` with an HTML page, as a proxy or captive portal in
     /// front of impact would: nothing reaches impact.
     pub html_200: bool,
+    /// How long a queued conversion takes to reach `Complete` at `APISubmissions` (the first
+    /// half `Queued`, the second `In Progress`); 0 = complete at once.
+    pub complete_after_ms: u64,
+    /// A repeated OrderId (same CampaignId) completes with `CONV_DUPLICATE` when it arrives
+    /// within this many seconds of the first; later it makes a second action, as at impact.
+    /// `None`: every repeat is a duplicate.
+    pub duplicate_window_secs: Option<u64>,
+    /// OrderIds accepted (200) that then fail during processing, with the `ErrorReason`
+    /// (`CAMPAIGN_NOT_FOUND`, `OUTSIDE_ASSOCIATION_WINDOW`, …).
+    pub fail_orders: BTreeMap<String, String>,
+    /// The partner path's `APISubmissions` answers 404, as for an account without it.
+    pub no_partner_submissions: bool,
+}
+
+/// One conversion as `APISubmissions` keeps it.
+#[derive(Clone, Debug)]
+struct Submission {
+    endpoint: &'static str,
+    payload: String,
+    order_id: String,
+    campaign_id: String,
+    submitted: tokio::time::Instant,
+    submitted_at: chrono::DateTime<chrono::Utc>,
+    /// `(ErrorType, ErrorReason)` it completes with, if it fails.
+    error: Option<(String, String)>,
 }
 
 /// One accepted conversion.
@@ -91,6 +116,9 @@ struct State {
     faults: Faults,
     received: Vec<Received>,
     seen: HashSet<(String, String)>,
+    /// When each `(CampaignId, OrderId)` was first accepted, for the duplicate window.
+    first_seen: HashMap<(String, String), tokio::time::Instant>,
+    submissions: HashMap<String, Submission>,
     stats: Stats,
     /// Requests in the current hour window, which began at `hour_started` (tokio time, so
     /// a test with paused time sees the budget refill after an hour).
@@ -122,6 +150,8 @@ impl Sandbox {
             faults,
             received: Vec::new(),
             seen: HashSet::new(),
+            first_seen: HashMap::new(),
+            submissions: HashMap::new(),
             stats: Stats::default(),
             hour_count: 0,
             hour_started: tokio::time::Instant::now(),
@@ -269,17 +299,25 @@ fn answer(
     wants_json: bool,
 ) -> Result<Answer, Dropped> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (endpoint, path_sid) = match parts.as_slice() {
-        ["Mediapartners", sid, "PartnerConversions"] => ("partner", *sid),
-        ["Advertisers", sid, "Conversions"] => ("brand", *sid),
-        _ => {
-            return Ok(json(
-                StatusCode::NOT_FOUND,
-                serde_json::json!({"status": 404, "title": "Not Found"}),
-            ))
-        }
+    let not_found = || {
+        json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"status": 404, "title": "Not Found"}),
+        )
     };
-    if method != Method::POST {
+    let (endpoint, path_sid, batch) = match parts.as_slice() {
+        ["Mediapartners", sid, "PartnerConversions"] => ("partner", *sid, None),
+        ["Advertisers", sid, "Conversions"] => ("brand", *sid, None),
+        ["Mediapartners", sid, "APISubmissions", id] => ("partner", *sid, Some(*id)),
+        ["Advertisers", sid, "APISubmissions", id] => ("brand", *sid, Some(*id)),
+        _ => return Ok(not_found()),
+    };
+    let wanted = if batch.is_some() {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    if method != wanted {
         return Ok(json(
             StatusCode::METHOD_NOT_ALLOWED,
             serde_json::json!({"status": 405, "title": "Method Not Allowed"}),
@@ -371,6 +409,9 @@ fn answer(
             "<html><body>upstream error</body></html>".into(),
         ));
     }
+    if let Some(id) = batch {
+        return Ok(submission(s, endpoint, id).unwrap_or_else(not_found));
+    }
     if !content_type.starts_with("application/x-www-form-urlencoded") {
         return Ok(error(wants_json, vec![("".into(), format!("unsupported Content-Type {content_type:?}: send application/x-www-form-urlencoded"))]));
     }
@@ -404,6 +445,48 @@ fn answer(
     if !s.seen.insert((campaign_id.clone(), order_id.clone())) {
         *s.stats.duplicates.entry(order_id.clone()).or_default() += 1;
     }
+    let now = tokio::time::Instant::now();
+    let first = s
+        .first_seen
+        .get(&(campaign_id.clone(), order_id.clone()))
+        .copied();
+    let repeat = first.is_some_and(|first| match s.faults.duplicate_window_secs {
+        None => true,
+        Some(w) => now.duration_since(first) < Duration::from_secs(w),
+    });
+    if first.is_none() {
+        s.first_seen
+            .insert((campaign_id.clone(), order_id.clone()), now);
+    }
+    let error = if repeat {
+        Some(("Validation".to_owned(), "CONV_DUPLICATE".to_owned()))
+    } else {
+        s.faults.fail_orders.get(&order_id).map(|reason| {
+            let kind = if reason.starts_with("CONTRACT") {
+                "Contract Error"
+            } else {
+                "Validation"
+            };
+            (kind.to_owned(), reason.clone())
+        })
+    };
+    let batch_id = queued_uri.rsplit('/').next().unwrap_or_default().to_owned();
+    s.submissions.insert(
+        batch_id,
+        Submission {
+            endpoint: if endpoint == "partner" {
+                "partner"
+            } else {
+                "brand"
+            },
+            payload: String::from_utf8_lossy(body).into_owned(),
+            order_id: order_id.clone(),
+            campaign_id: campaign_id.clone(),
+            submitted: now,
+            submitted_at: chrono::Utc::now(),
+            error,
+        },
+    );
     s.stats.accepted += 1;
     s.received.push(Received {
         endpoint: endpoint.into(),
@@ -440,6 +523,64 @@ fn answer(
         add_rate_headers(&mut r, limit, limit.saturating_sub(s.hour_count), reset);
     }
     Ok(r)
+}
+
+/// `GET …/APISubmissions/{BatchId}` as impact's submissions spec describes it: `Queued`, then
+/// `In Progress`, then `Complete` with `CompletionDate` and, for a failure, `ErrorType` and
+/// `ErrorReason`. `None` (404) for an unknown id, another endpoint's id, or the partner path
+/// when `no_partner_submissions` is set.
+fn submission(s: &State, endpoint: &str, id: &str) -> Option<Answer> {
+    if endpoint == "partner" && s.faults.no_partner_submissions {
+        return None;
+    }
+    let sub = s
+        .submissions
+        .get(id)
+        .filter(|sub| sub.endpoint == endpoint)?;
+    let total = Duration::from_millis(s.faults.complete_after_ms);
+    let elapsed = tokio::time::Instant::now().duration_since(sub.submitted);
+    let status = if elapsed >= total {
+        "Complete"
+    } else if elapsed * 2 >= total {
+        "In Progress"
+    } else {
+        "Queued"
+    };
+    let root = if endpoint == "partner" {
+        "Mediapartners"
+    } else {
+        "Advertisers"
+    };
+    let completion = (status == "Complete").then(|| {
+        let at = sub.submitted_at + chrono::Duration::from_std(total).unwrap_or_default();
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    });
+    let error = sub.error.as_ref().filter(|_| status == "Complete");
+    let field = |k: &str| {
+        form_urlencoded::parse(sub.payload.as_bytes())
+            .find(|(f, _)| f == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    let number = |k: &str| field(k).and_then(|v| v.parse::<u64>().ok());
+    Some(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "BatchId": id,
+            "SubmissionDate": sub.submitted_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            "CampaignId": sub.campaign_id.parse::<u64>().ok(),
+            "ActionTrackerId": number("ActionTrackerId"),
+            "MediaPartnerId": number("MediaPartnerId"),
+            "EventCode": field("EventTypeCode"),
+            "OrderId": sub.order_id,
+            "Payload": sub.payload,
+            "Type": "Conversion",
+            "Status": status,
+            "CompletionDate": completion,
+            "ErrorType": error.map(|e| e.0.as_str()),
+            "ErrorReason": error.map(|e| e.1.as_str()),
+            "Uri": format!("/{root}/{}/APISubmissions/{id}", s.sid),
+        }),
+    ))
 }
 
 fn add_rate_headers(r: &mut Answer, limit: u32, remaining: u32, reset_secs: u64) {
@@ -516,5 +657,125 @@ async fn control(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Answer {
             ),
         },
         _ => json(StatusCode::NOT_FOUND, serde_json::json!({"status": 404})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SID: &str = "IRSUBMISSIONS00000000000001";
+    const TOKEN: &str = "submissions-token";
+
+    /// `(status, JSON)` of a request to the sandbox.
+    async fn call(
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        url: String,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let r = client
+            .request(method, url)
+            .basic_auth(SID, Some(TOKEN))
+            .header("Accept", "application/json")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn api_submissions_queue_then_complete_with_impacts_outcome() {
+        let faults = Faults {
+            complete_after_ms: 60_000,
+            duplicate_window_secs: Some(3600),
+            fail_orders: [("F-1".to_owned(), "CAMPAIGN_NOT_FOUND".to_owned())].into(),
+            ..Faults::default()
+        };
+        let sandbox = Sandbox::start(([127, 0, 0, 1], 0).into(), SID, TOKEN, faults)
+            .await
+            .unwrap();
+        let base = sandbox.base_url();
+        let client = reqwest::Client::new();
+        let post = |endpoint: &str, order: &str| {
+            let (path, keys) = if endpoint == "brand" {
+                (
+                    format!("{base}/Advertisers/{SID}/Conversions"),
+                    "EventTypeCode=SALE&ClickId=c",
+                )
+            } else {
+                (
+                    format!("{base}/Mediapartners/{SID}/PartnerConversions"),
+                    "ActionTrackerId=2&MediaPartnerId=3",
+                )
+            };
+            let body = format!(
+                "CampaignId=1&{keys}&OrderId={order}&EventDate=2025-01-01T00:00:00Z&Amount=1.00&CurrencyCode=USD"
+            );
+            (path, body)
+        };
+        let mut uris = BTreeMap::new();
+        for (endpoint, order) in [
+            ("brand", "OK-1"),
+            ("brand", "F-1"),
+            ("brand", "OK-1"),
+            ("partner", "P-1"),
+        ] {
+            let (url, body) = post(endpoint, order);
+            let (status, v) = call(&client, reqwest::Method::POST, url, &body).await;
+            assert_eq!(status, 200, "{v}");
+            let uri = v["QueuedUri"].as_str().unwrap().to_owned();
+            uris.entry(order).or_insert_with(Vec::new).push(uri);
+        }
+        let get = |uri: &str| call(&client, reqwest::Method::GET, format!("{base}{uri}"), "");
+        let (status, v) = get(&uris["OK-1"][0]).await;
+        assert_eq!((status, v["Status"].as_str()), (200, Some("Queued")), "{v}");
+        assert!(v["CompletionDate"].is_null() && v["ErrorReason"].is_null());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(get(&uris["OK-1"][0]).await.1["Status"], "In Progress");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let (_, v) = get(&uris["OK-1"][0]).await;
+        assert_eq!(v["Status"], "Complete");
+        assert!(
+            v["ErrorType"].is_null() && v["CompletionDate"].is_string(),
+            "{v}"
+        );
+        assert_eq!(v["OrderId"], "OK-1");
+        assert!(v["Payload"].as_str().unwrap().contains("OrderId=OK-1"));
+        let (_, v) = get(&uris["F-1"][0]).await;
+        assert_eq!(
+            (v["ErrorType"].as_str(), v["ErrorReason"].as_str()),
+            (Some("Validation"), Some("CAMPAIGN_NOT_FOUND"))
+        );
+        let (_, v) = get(&uris["OK-1"][1]).await;
+        assert_eq!(
+            v["ErrorReason"], "CONV_DUPLICATE",
+            "the repeat within the window"
+        );
+        let (status, v) = get(&uris["P-1"][0]).await;
+        assert_eq!((status, v["Status"].as_str()), (200, Some("Complete")));
+        // Outside the window the same OrderId is a second action; another account's path,
+        // the wrong endpoint's path, and a switched-off partner path are 404.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let (url, body) = post("brand", "OK-1");
+        let (_, v) = call(&client, reqwest::Method::POST, url, &body).await;
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let (_, late) = get(v["QueuedUri"].as_str().unwrap()).await;
+        assert!(late["ErrorReason"].is_null(), "{late}");
+        let wrong = uris["P-1"][0].replace("Mediapartners", "Advertisers");
+        assert_eq!(get(&wrong).await.0, 404);
+        assert_eq!(
+            get(&format!("/Advertisers/{SID}/APISubmissions/A-nope"))
+                .await
+                .0,
+            404
+        );
+        sandbox.state.lock().unwrap().faults.no_partner_submissions = true;
+        assert_eq!(get(&uris["P-1"][0]).await.0, 404);
+        sandbox.stop();
     }
 }
