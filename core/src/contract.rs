@@ -406,8 +406,7 @@ pub fn check(endpoint: &str, fields: &[(String, String)]) -> (Findings, Findings
             }
         }
     }
-    if map.contains_key("CurrencyCode") {
-    } else if any_money && endpoint == "brand" {
+    if !map.contains_key("CurrencyCode") && any_money && endpoint == "brand" {
         err("CurrencyCode", "is required with money fields".into());
     }
     if let Some((&last, _)) = items.iter().next_back() {

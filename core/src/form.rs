@@ -9,6 +9,7 @@
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use crate::model::Field;
 use crate::validate::Conversion;
 
 const VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -21,33 +22,23 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// Encodes the conversion as impact receives it.
 pub fn encode(conversion: &Conversion) -> String {
     let mut out = String::with_capacity(256);
-    let mut pair = |name: &str, index: Option<usize>, value: &str| {
+    let mut pair = |field: Field, index: Option<usize>, value: &str| {
         if !out.is_empty() {
             out.push('&');
         }
-        match (index, name.split_once('_')) {
-            // Item families carry the item's index before the underscore: `ItemText2_1`.
-            (Some(i), Some((family, n))) => {
-                out.push_str(family);
-                out.push_str(itoa::Buffer::new().format(i));
-                out.push('_');
-                out.push_str(n);
-            }
-            (Some(i), None) => {
-                out.push_str(name);
-                out.push_str(itoa::Buffer::new().format(i));
-            }
-            (None, _) => out.push_str(name),
+        match index {
+            Some(i) => field.push_item_param(i, &mut out),
+            None => out.push_str(field.name()),
         }
         out.push('=');
         out.extend(utf8_percent_encode(value, VALUE));
     };
     for (field, value) in conversion.fields().filter(|(f, _)| f.is_api()) {
-        pair(field.name(), None, value);
+        pair(field, None, value);
     }
     for (i, item) in conversion.items().iter().enumerate() {
         for (field, value) in item.iter() {
-            pair(field.name(), Some(i + 1), value);
+            pair(field, Some(i + 1), value);
         }
     }
     out

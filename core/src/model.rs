@@ -309,24 +309,24 @@ pub fn fields_markdown() -> String {
     };
     // A family's stem: `Text12` → `Text`, `ItemText_3` → `ItemText_`.
     let stem = |name: &'static str| name.trim_end_matches(|c: char| c.is_ascii_digit());
-    let mut rows: Vec<(String, Field, Field)> = Vec::new();
+    let mut rows: Vec<(Field, Field)> = Vec::new();
     for f in Field::all() {
-        let same = rows.last().is_some_and(|(_, first, last)| {
-            stem(first.name()) != first.name()
-                && stem(f.name()) == stem(first.name())
-                && f.kind() == last.kind()
-                && f.endpoints() == last.endpoints()
-        });
-        if same {
-            rows.last_mut().expect("a row").2 = f;
-        } else {
-            rows.push((String::new(), f, f));
+        match rows.last_mut() {
+            Some((first, last))
+                if stem(first.name()) != first.name()
+                    && stem(f.name()) == stem(first.name())
+                    && f.kind() == last.kind()
+                    && f.endpoints() == last.endpoints() =>
+            {
+                *last = f
+            }
+            _ => rows.push((f, f)),
         }
     }
     let mut out = String::from(
         "| field | level | endpoints | value | max. characters |\n|---|---|---|---|---|\n",
     );
-    for (_, first, last) in rows {
+    for (first, last) in rows {
         let name = if first == last {
             first.name().to_owned()
         } else {
@@ -509,11 +509,20 @@ impl Field {
     /// The parameter name of this item field for the item at `index` (1-based):
     /// `ItemSku` → `ItemSku2`, `ItemText_1` → `ItemText2_1`.
     pub fn item_param(self, index: usize) -> String {
+        let mut out = String::new();
+        self.push_item_param(index, &mut out);
+        out
+    }
+
+    /// Appends [`Field::item_param`] to `out` without allocating (the request body's path).
+    pub fn push_item_param(self, index: usize, out: &mut String) {
         let name = self.name();
-        let i = itoa::Buffer::new().format(index).to_owned();
-        match name.split_once('_') {
-            Some((family, n)) => format!("{family}{i}_{n}"),
-            None => format!("{name}{i}"),
+        let (family, rest) = name.split_once('_').unwrap_or((name, ""));
+        out.push_str(family);
+        out.push_str(itoa::Buffer::new().format(index));
+        if !rest.is_empty() {
+            out.push('_');
+            out.push_str(rest);
         }
     }
 
