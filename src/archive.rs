@@ -145,18 +145,7 @@ pub fn write_rejects(
     lines: &BTreeMap<u64, String>,
     dir: &Path,
 ) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
-    let name = src.file_name().and_then(|n| n.to_str()).unwrap_or("export");
-    let kind = FileKind::from_path(src).unwrap_or(FileKind::Csv);
-    let ext = match kind {
-        FileKind::Csv => "csv",
-        FileKind::Jsonl => "jsonl",
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".impact-drop-rejects")
-        .tempfile_in(dir)?;
-    write_rows(src, reading, kind, lines, BufWriter::new(tmp.as_file_mut()))?;
-    tmp.as_file().sync_all()?;
+    let (mut tmp, name, ext) = write_listed(src, reading, lines, dir, "rejects")?;
     // The same rows with the same reasons already in a rejects file there (the same export
     // finished again): that file is the answer, never a second identical one.
     let size = tmp.as_file().metadata()?.len();
@@ -184,6 +173,52 @@ pub fn write_rejects(
         }
     }
     Err(io::Error::other("no free name for a rejects file"))
+}
+
+/// Writes the rows of `src` at `lines` with their reasons to `<dir>/<name>.failed-at-impact.<ext>`
+/// (the rejects format), replacing an earlier one: the file grows as follow-ups find more
+/// failures. Written to a temporary file, fsynced, then renamed over the old one.
+pub fn write_failed_at_impact(
+    src: &Path,
+    reading: Reading,
+    lines: &BTreeMap<u64, String>,
+    dir: &Path,
+) -> io::Result<PathBuf> {
+    let (tmp, name, ext) = write_listed(src, reading, lines, dir, "failed-at-impact")?;
+    let target = dir.join(format!("{name}.failed-at-impact.{ext}"));
+    tmp.persist(&target).map_err(|e| e.error)?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(target)
+}
+
+/// The listed rows of `src` with a reason each, in a synced temporary file in `dir`, with
+/// the source's name and the extension of its kind.
+fn write_listed(
+    src: &Path,
+    reading: Reading,
+    lines: &BTreeMap<u64, String>,
+    dir: &Path,
+    what: &str,
+) -> io::Result<(tempfile::NamedTempFile, String, &'static str)> {
+    fs::create_dir_all(dir)?;
+    let name = src
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("export")
+        .to_owned();
+    let kind = FileKind::from_path(src).unwrap_or(FileKind::Csv);
+    let ext = match kind {
+        FileKind::Csv => "csv",
+        FileKind::Jsonl => "jsonl",
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".impact-drop-{what}"))
+        .tempfile_in(dir)?;
+    write_rows(src, reading, kind, lines, BufWriter::new(tmp.as_file_mut()))?;
+    tmp.as_file().sync_all()?;
+    Ok((tmp, name, ext))
 }
 
 /// Whether two files hold the same bytes, compared in blocks.

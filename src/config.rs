@@ -76,6 +76,7 @@ pub struct Config {
     pub impact: ImpactConfig,
     pub ledger: LedgerConfig,
     pub archive: ArchiveConfig,
+    pub follow_up: FollowUpConfig,
     pub http: HttpConfig,
     /// `[sale]`: which lines and orders are not a sale.
     pub sale: SaleRules,
@@ -167,6 +168,25 @@ pub struct ImpactConfig {
     pub shutdown_grace_secs: u64,
 }
 
+/// `[follow_up]`: asking impact what became of each accepted conversion (`APISubmissions`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FollowUpConfig {
+    /// Whether accepted conversions are followed up. On brand, always possible; on
+    /// partner (no documented GET), impact is asked once and, if it refuses, never again.
+    pub enabled: bool,
+    /// How long after its acceptance a conversion is first asked about.
+    pub first_check_secs: u64,
+    /// The longest wait between two questions about one conversion (the wait doubles from
+    /// `first_check_secs` while impact still has it queued).
+    pub max_interval_secs: u64,
+    /// After this many days without a final answer, the outcome is recorded as unknown
+    /// (impact keeps submissions 90 days).
+    pub give_up_after_days: u32,
+    /// How long `run` waits for outcomes after sending before it exits; a later `run` or
+    /// `watch` asks about the rest.
+    pub run_wait_secs: u64,
+}
+
 /// `[archive]`: where finished files go.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ArchiveConfig {
@@ -243,6 +263,8 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     #[serde(default)]
+    follow_up: RawFollowUp,
+    #[serde(default)]
     sale: RawSale,
     filter: Option<Vec<RawFilter>>,
 }
@@ -271,6 +293,16 @@ struct RawFilter {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFollowUp {
+    enabled: Option<bool>,
+    first_check_secs: Option<u64>,
+    max_interval_secs: Option<u64>,
+    give_up_after_days: Option<u32>,
+    run_wait_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -460,6 +492,30 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     }
 }
 
+fn follow_up_config(raw: RawFollowUp) -> Result<FollowUpConfig, String> {
+    let give_up_after_days = raw.give_up_after_days.unwrap_or(30);
+    if !(1..=85).contains(&give_up_after_days) {
+        return Err(format!(
+            "[follow_up] give_up_after_days = {give_up_after_days} must be between 1 and 85: \
+             impact keeps submissions 90 days"
+        ));
+    }
+    let first_check_secs = raw.first_check_secs.unwrap_or(30);
+    let max_interval_secs = raw.max_interval_secs.unwrap_or(3600);
+    if max_interval_secs == 0 || max_interval_secs > 86_400 {
+        return Err(format!(
+            "[follow_up] max_interval_secs = {max_interval_secs} must be between 1 and 86400"
+        ));
+    }
+    Ok(FollowUpConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        first_check_secs,
+        max_interval_secs,
+        give_up_after_days,
+        run_wait_secs: raw.run_wait_secs.unwrap_or(60),
+    })
+}
+
 fn build(
     raw: RawConfig,
     file: Option<PathBuf>,
@@ -474,9 +530,11 @@ fn build(
         ledger,
         archive,
         http,
+        follow_up,
         sale,
         filter,
     } = raw;
+    let follow_up = follow_up_config(follow_up)?;
 
     let format = source.format.unwrap_or_else(|| "impact".to_owned());
     let formats = crate::profile::FORMATS;
@@ -787,6 +845,7 @@ fn build(
         },
         defaults: defaults_out,
         mapping: mapping_out,
+        follow_up,
         ledger: LedgerConfig {
             path: resolve(
                 &base,
@@ -960,6 +1019,7 @@ pub fn keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("ledger", fields_of::<RawLedger>()),
         ("archive", fields_of::<RawArchive>()),
         ("http", fields_of::<RawHttp>()),
+        ("follow_up", fields_of::<RawFollowUp>()),
         ("sale", fields_of::<RawSale>()),
         ("filter", fields_of::<RawFilter>()),
     ]

@@ -7,7 +7,8 @@
 //!
 //! Data flows one way: `watch` finds files → `pipeline::Delivery::intake` (core intake +
 //! plan, recorded in the `ledger`) → `submit` (POSTs through `impact::client`, paced) →
-//! `pipeline::Delivery::finish` (`archive`, rejects files). `pipeline` is the one module that
+//! `pipeline::Delivery::finish` (`archive`, rejects files) → `followup` (what became of each
+//! accepted conversion at impact, failed-at-impact files). `pipeline` is the one module that
 //! wires the stages, for `run`, `send`, `send --dry-run` and `watch` alike; `commands` only
 //! parse and print.
 //!
@@ -19,6 +20,7 @@
 //!   reporting (`report`), migrations (`schema`)
 //! - `impact`: the HTTP `client`, request `pacing`, and the `sandbox` of the API
 //! - `submit`: sends pending conversions and commits their outcomes
+//! - `followup`: asks impact what became of accepted conversions (`APISubmissions`)
 //! - `archive`: content hashes, rejects files, moving finished files
 //! - `http`: the one HTTP accept loop (health endpoint and sandbox)
 //! - `pipeline`: the delivery service (`Delivery`), the daemon (`daemon`) and its health
@@ -33,6 +35,7 @@ pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod followup;
 pub mod http;
 pub mod ignore;
 pub mod impact;

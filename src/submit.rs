@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::impact::client::Client;
 use crate::impact::pacing::{backoff, Pacer};
 use crate::impact::response::Answer;
-use crate::ledger::{now_text, time_text, Due, LedgerError, Outcome};
+use crate::ledger::{later, now_text, until, Due, LedgerError, Outcome};
 pub use crate::ledger::{with_ledger, SharedLedger};
 
 #[derive(Clone, Debug)]
@@ -116,7 +116,7 @@ pub async fn send_pending(
                         claimed.remove(&id);
                     }
                 }
-                Committed::Failed(e) => stop_on_failure(&mut failed, &mut stopping, &mut queue, e),
+                Committed::Failed(e) => stop_on_failure(&mut failed, &mut stopping, e),
             }
         }
         if cancel.is_cancelled() && !stopping {
@@ -140,7 +140,7 @@ pub async fn send_pending(
                         queue.extend(due);
                     }
                     Err(e) => {
-                        stop_on_failure(&mut failed, &mut stopping, &mut queue, e);
+                        stop_on_failure(&mut failed, &mut stopping, e);
                         break;
                     }
                 }
@@ -163,7 +163,7 @@ pub async fn send_pending(
         if tasks.is_empty() {
             // Everything answered is committed before looking at what is due next.
             if let Err(e) = barrier(&to_committer, &mut committed, &mut claimed).await {
-                stop_on_failure(&mut failed, &mut stopping, &mut queue, e);
+                stop_on_failure(&mut failed, &mut stopping, e);
             }
             if let Some(e) = failed.take() {
                 break Err(e);
@@ -206,7 +206,7 @@ pub async fn send_pending(
             Some(c) = committed.recv() => {
                 match c {
                     Committed::Ids(ids) => for id in ids { claimed.remove(&id); },
-                    Committed::Failed(e) => stop_on_failure(&mut failed, &mut stopping, &mut queue, e),
+                    Committed::Failed(e) => stop_on_failure(&mut failed, &mut stopping, e),
                 }
                 continue;
             }
@@ -216,7 +216,8 @@ pub async fn send_pending(
         let (d, answer) = match joined {
             Ok((d, Some(answer))) => (d, answer),
             Ok((d, None)) => {
-                claimed.remove(&d.id);
+                // Never sent: its dispatch is taken back (it stays claimed until recorded).
+                let _ = to_committer.send(ToCommitter::Outcome(Outcome::Unsent { id: d.id }));
                 continue;
             }
             Err(e) => break Err(LedgerError::Internal(format!("a sending task failed: {e}"))),
@@ -253,9 +254,8 @@ pub async fn send_pending(
                     summary.fatal = Some(message);
                 }
                 stopping = true;
-                queue.clear();
-                // Nothing is marked: the conversion stays pending as it was.
-                claimed.remove(&d.id);
+                // impact did not take it: it stays pending as it was, its dispatch taken back.
+                to_commit.push(Outcome::Unsent { id: d.id });
             }
             Answer::RateLimited { wait } => {
                 summary.rate_limited += 1;
@@ -299,6 +299,10 @@ pub async fn send_pending(
             let _ = to_committer.send(ToCommitter::Outcome(o));
         }
     };
+    // Conversions handed out but never started: their dispatches are taken back.
+    for d in queue.drain(..) {
+        let _ = to_committer.send(ToCommitter::Outcome(Outcome::Unsent { id: d.id }));
+    }
     // Whatever the committer could not record comes back, to be recorded first next time.
     drop(to_committer);
     if let Ok(Ok(unrecorded)) = tokio::task::spawn_blocking(move || committer.join()).await {
@@ -402,16 +406,10 @@ async fn barrier(
 }
 
 /// A commit failed: no new POST starts; the answers of those in flight are still collected.
-fn stop_on_failure(
-    failed: &mut Option<LedgerError>,
-    stopping: &mut bool,
-    queue: &mut VecDeque<Due>,
-    e: LedgerError,
-) {
+fn stop_on_failure(failed: &mut Option<LedgerError>, stopping: &mut bool, e: LedgerError) {
     tracing::error!("{e}; no new conversion is sent until the answers received can be recorded");
     *failed = Some(e);
     *stopping = true;
-    queue.clear();
 }
 
 /// Commits outcomes in one transaction; only then are their conversions no longer in flight.
@@ -447,23 +445,6 @@ async fn flush(
         claimed.remove(id);
     }
     Ok(ids)
-}
-
-fn later(wait: Duration) -> String {
-    let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
-    time_text(chrono::Utc::now() + wait)
-}
-
-/// Time from now until an RFC 3339 instant (zero if past or unreadable).
-fn until(at: &str) -> Duration {
-    chrono::DateTime::parse_from_rfc3339(at)
-        .ok()
-        .and_then(|t| {
-            (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                .to_std()
-                .ok()
-        })
-        .unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]

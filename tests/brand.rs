@@ -25,7 +25,7 @@ fn env(endpoint: &str, defaults: &str, mapping: &str) -> Env {
         format!(
             "[source]\ndrop_dir = \"drop\"\nformat = \"impact\"\n\
              [impact]\nendpoint = \"{endpoint}\"\nbase_url = \"{base_url}\"\n\
-             account_sid = \"{SID}\"\nrequests_per_hour = 0\n[ledger]\npath = \"ledger.sqlite\"\n\
+             account_sid = \"{SID}\"\nrequests_per_hour = 0\n[follow_up]\nrun_wait_secs = 0\n[ledger]\npath = \"ledger.sqlite\"\n\
              [defaults]\nCampaignId = 1000\nCurrencyCode = \"USD\"\n{defaults}\n\
              [mapping]\n{mapping}\n"
         )

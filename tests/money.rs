@@ -209,7 +209,7 @@ fn env(format: &str, endpoint: &str, extra: &str) -> Env {
             "[defaults]\nCampaignId = 1000\nActionTrackerId = 2000\nMediaPartnerId = 3000\n\
              CurrencyCode = \"USD\"\n[source]\ndrop_dir = \"drop\"\nformat = \"{format}\"\n\
              {extra}\n[impact]\nendpoint = \"{endpoint}\"\nbase_url = \"{base_url}\"\n\
-             account_sid = \"{SID}\"\nrequests_per_hour = 0\n[ledger]\npath = \"ledger.sqlite\"\n"
+             account_sid = \"{SID}\"\nrequests_per_hour = 0\n[follow_up]\nrun_wait_secs = 0\n[ledger]\npath = \"ledger.sqlite\"\n"
         )
     }))
 }

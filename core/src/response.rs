@@ -290,6 +290,88 @@ fn read_limits(header: &dyn Fn(&str) -> Option<String>, now_unix: u64) -> Limits
     }
 }
 
+/// What `GET …/APISubmissions/{BatchId}` said about one accepted conversion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submission {
+    /// `Queued` or `In Progress`: ask again later.
+    Waiting { status: String },
+    /// `Complete`; `error` is `(ErrorType, ErrorReason)` when it failed at impact.
+    Complete {
+        error: Option<(String, String)>,
+        completed_at: Option<String>,
+    },
+    /// 404 or 405: impact does not offer this (partner), or no longer knows the submission.
+    Gone { status: u16 },
+    /// 401 or 403: the credentials or permissions do not allow it.
+    Denied { status: u16, message: String },
+    /// 429: wait this long.
+    RateLimited { wait: Duration },
+    /// Anything else (5xx, a body that is not impact's): ask again later.
+    Retry { reason: String },
+}
+
+/// Interprets an `APISubmissions` answer (JSON, or the XML impact sends without `Accept`).
+pub fn interpret_submission(
+    status: u16,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+    now_unix: u64,
+) -> (Submission, Limits) {
+    let limits = read_limits(header, now_unix);
+    let answer = match status {
+        200..=299 => read_submission(body),
+        401 | 403 => {
+            let json: Option<Value> = serde_json::from_slice(body).ok();
+            Submission::Denied {
+                status,
+                message: auth_message(status, json.as_ref()),
+            }
+        }
+        404 | 405 => Submission::Gone { status },
+        429 => Submission::RateLimited {
+            wait: retry_after(header, now_unix)
+                .or(limits.reset)
+                .unwrap_or(Duration::from_secs(60)),
+        },
+        _ => Submission::Retry {
+            reason: format!(
+                "impact answered {status} to a follow-up{}",
+                snippet_suffix(serde_json::from_slice(body).ok().as_ref(), body)
+            ),
+        },
+    };
+    (answer, limits)
+}
+
+fn read_submission(body: &[u8]) -> Submission {
+    let text = String::from_utf8_lossy(body);
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| -> Option<String> {
+        let v = match &json {
+            Some(v) => get_ci(v, k).and_then(Value::as_str).map(str::to_owned),
+            None => xml_tag(&text, k),
+        };
+        v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    };
+    let Some(status) = field("Status") else {
+        return Submission::Retry {
+            reason: format!("a follow-up answer without a Status: {}", quote(&text)),
+        };
+    };
+    if status.eq_ignore_ascii_case("Complete") {
+        let error = match (field("ErrorType"), field("ErrorReason")) {
+            (None, None) => None,
+            (t, r) => Some((t.unwrap_or_default(), r.unwrap_or_default())),
+        };
+        Submission::Complete {
+            error,
+            completed_at: field("CompletionDate"),
+        }
+    } else {
+        Submission::Waiting { status }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +396,74 @@ mod tests {
                 "{name} is read but not in HEADERS_READ"
             );
         }
+    }
+
+    #[test]
+    fn submissions_read_as_impact_documents_them() {
+        let none = |_: &str| None;
+        let read =
+            |status: u16, body: &str| interpret_submission(status, &none, body.as_bytes(), 0).0;
+        assert_eq!(
+            read(200, r#"{"Status":"Queued","CompletionDate":null}"#),
+            Submission::Waiting {
+                status: "Queued".into()
+            }
+        );
+        assert_eq!(
+            read(200, r#"{"Status":"In Progress"}"#),
+            Submission::Waiting {
+                status: "In Progress".into()
+            }
+        );
+        assert_eq!(
+            read(
+                200,
+                r#"{"Status":"Complete","CompletionDate":"2026-12-01T10:11:15-07:00","ErrorType":null,"ErrorReason":""}"#
+            ),
+            Submission::Complete {
+                error: None,
+                completed_at: Some("2026-12-01T10:11:15-07:00".into())
+            }
+        );
+        assert_eq!(
+            read(
+                200,
+                r#"{"status":"Complete","errorType":"Contract Error","errorReason":"CONTRACT_NOT_FOUND RESTRICTED_PROMOCODE"}"#
+            ),
+            Submission::Complete {
+                error: Some((
+                    "Contract Error".into(),
+                    "CONTRACT_NOT_FOUND RESTRICTED_PROMOCODE".into()
+                )),
+                completed_at: None
+            }
+        );
+        // XML, as impact answers without `Accept: application/json`.
+        assert_eq!(
+            read(200, "<APISubmission><Status>Complete</Status><ErrorType>Validation</ErrorType><ErrorReason>CONV_DUPLICATE</ErrorReason></APISubmission>"),
+            Submission::Complete { error: Some(("Validation".into(), "CONV_DUPLICATE".into())), completed_at: None }
+        );
+        assert_eq!(read(404, ""), Submission::Gone { status: 404 });
+        assert_eq!(read(405, ""), Submission::Gone { status: 405 });
+        assert!(matches!(
+            read(403, "{}"),
+            Submission::Denied { status: 403, .. }
+        ));
+        assert!(matches!(
+            read(401, "{}"),
+            Submission::Denied { status: 401, .. }
+        ));
+        assert!(matches!(read(503, "down"), Submission::Retry { .. }));
+        assert!(matches!(
+            read(200, "<html>portal</html>"),
+            Submission::Retry { .. }
+        ));
+        assert_eq!(
+            read(429, ""),
+            Submission::RateLimited {
+                wait: Duration::from_secs(60)
+            }
+        );
     }
 
     fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> (Answer, Limits) {

@@ -133,6 +133,28 @@ state_table! {
     }
 }
 
+state_table! {
+    /// What became of an accepted conversion at impact, as its follow-up found
+    /// (`APISubmissions`). Report order is the order here.
+    FollowState in "followups"."state" {
+        /// Still `Queued` or `In Progress` at impact (or not asked yet).
+        Waiting = "waiting", "still queued at impact", false;
+        /// `Complete` without an error: impact tracked it.
+        Processed = "processed", "processed by impact", false;
+        /// `Complete` with an error (`ErrorType`, `ErrorReason`): impact did not track it.
+        Failed = "failed", "failed at impact", true;
+        /// `CONV_DUPLICATE` on a conversion that may have reached impact before (sent again
+        /// after a stop with it in flight, or after an uncertain answer): impact's dedup
+        /// absorbed the second copy; the first one counts.
+        Absorbed = "absorbed", "absorbed by impact's dedup (sent again after a stop)", false;
+        /// No final answer within `[follow_up] give_up_after_days`, or impact no longer knows
+        /// the submission: look it up in impact's UI.
+        Unknown = "unknown", "outcome unknown (follow-up gave up)", true;
+        /// Not followed: impact offers no follow-up for this account (partner).
+        Unavailable = "unavailable", "not followed (impact offers no follow-up to this account)", false;
+    }
+}
+
 /// What a row ended as, for reports: a sent row takes its conversion's state, any other row
 /// its line outcome. Every row of a finished file has exactly one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -132,6 +132,12 @@ pub async fn deliver(
     }
     let summary = &done.summary;
     writeln!(out, "{}", summary_line(command, summary, done.pending))?;
+    if let Some(f) = done.followed.as_ref().filter(|f| {
+        f.asked > 0 || f.unknown > 0 || f.unavailable.is_some() || done.at_impact.waiting > 0
+    }) {
+        writeln!(out, "{}", follow_line(f, &done.at_impact))?;
+        problems |= f.failed > 0 || f.unknown > 0;
+    }
     if let Some(fatal) = &summary.fatal {
         writeln!(out, "error: {fatal}")?;
         return Ok(Outcome::Fatal);
@@ -231,6 +237,58 @@ fn summary_line(command: &str, s: &Summary, pending: u64) -> String {
     line
 }
 
+/// What this run's follow-up found, and what is still queued at impact.
+fn follow_line(f: &crate::followup::Summary, all: &crate::ledger::FollowCounts) -> String {
+    if let Some(why) = &f.unavailable {
+        return format!(
+            "follow-up: not available for this account ({why}); impact-drop will not ask again"
+        );
+    }
+    let mut line = format!(
+        "follow-up: {} question{} to impact: {} processed, {} failed at impact, {} absorbed by impact's dedup, {} unknown; {} still queued at impact",
+        f.asked,
+        if f.asked == 1 { "" } else { "s" },
+        f.processed,
+        f.failed,
+        f.absorbed,
+        f.unknown,
+        all.waiting
+    );
+    if all.waiting > 0 {
+        line.push_str(" (asked again by the next run or by watch)");
+    }
+    if let Some(d) = &f.denied {
+        line.push_str(&format!("; stopped: {d}"));
+    }
+    line
+}
+
+/// What impact did with a file's conversions, in words (`None` when nothing was followed).
+pub fn at_impact_text(c: &crate::ledger::FollowCounts) -> Option<String> {
+    use crate::state::FollowState;
+    if c.total() == 0 {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for s in FollowState::ALL {
+        let n = c.get(*s);
+        if n == 0 {
+            continue;
+        }
+        if *s == FollowState::Failed && !c.failed_by_reason.is_empty() {
+            let reasons: Vec<String> = c
+                .failed_by_reason
+                .iter()
+                .map(|(r, n)| format!("{n} {r}"))
+                .collect();
+            parts.push(format!("{n} {} ({})", s.label(), reasons.join(", ")));
+        } else {
+            parts.push(format!("{n} {}", s.label()));
+        }
+    }
+    Some(parts.join(", "))
+}
+
 /// One line per file; returns whether the file has rows that need attention.
 fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Result<bool> {
     let name = s.path.display();
@@ -281,6 +339,16 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
     write!(out, "{name}: {} rows: {}", st.rows, parts.join(", "))?;
     if let Some(Intake::Resumed { .. }) = &s.intake {
         write!(out, " (resumed from an earlier run)")?;
+    }
+    if let Some(t) = at_impact_text(&st.at_impact) {
+        write!(out, "; at impact: {t}")?;
+    }
+    if let Some(p) = st
+        .failed_at_impact_path
+        .as_ref()
+        .filter(|_| st.at_impact.failed > 0)
+    {
+        write!(out, "; rows that failed at impact in {p}")?;
     }
     if let Some(f) = &s.finished {
         if let Some(r) = &f.rejects {

@@ -94,6 +94,8 @@ pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError
         config.impact.account_sid = Some(DEMO_SID.into());
         config.impact.set_token(Secret::new(DEMO_TOKEN));
         config.impact.requests_per_hour = 0;
+        // The sandbox completes a conversion at once: ask right after sending.
+        config.follow_up.first_check_secs = 0;
         writeln!(
             out,
             "demo: {} sample exports ({}) copied to {}; impact sandbox on {}\n",

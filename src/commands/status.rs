@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use super::{CommandError, Outcome};
 use crate::config::Config;
-use crate::ledger::{ConvState, FileState, FileStats, Ledger, NotSent, RecentError, StateName};
+use crate::ledger::{
+    ConvState, FileState, FileStats, FollowCounts, Ledger, NotSent, RecentError, StateName,
+};
 
 #[derive(Serialize)]
 struct Status {
@@ -21,6 +23,10 @@ struct Status {
     /// The same, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pending_eta_secs: Option<u64>,
+    /// Whether accepted conversions are followed up at impact, in words.
+    follow_up: String,
+    /// What impact did with accepted conversions, as follow-ups found (all files).
+    at_impact: FollowCounts,
     recent_errors: Vec<RecentError>,
     /// Rows not sent for a reason of their own (invalid, filtered, …), latest files first.
     not_sent: Vec<NotSent>,
@@ -38,7 +44,23 @@ pub fn run(
     let eta = (pending > 0)
         .then(|| crate::impact::pacing::Pacer::new(config.impact.requests_per_hour).eta(pending))
         .flatten();
+    let partner = config.impact.endpoint == crate::config::Endpoint::Partner;
+    let said = ledger.meta(crate::followup::PARTNER_KEY)?;
+    let follow_up = if !config.follow_up.enabled {
+        "off ([follow_up] enabled = false)".to_owned()
+    } else if partner && crate::followup::known_unavailable(said.as_deref()) {
+        format!(
+            "not available for this partner account ({}); impact-drop does not ask again",
+            said.unwrap_or_default()
+        )
+    } else if partner && said.is_none() {
+        "on (impact is asked once whether this partner account offers it)".to_owned()
+    } else {
+        "on".to_owned()
+    };
     let status = Status {
+        follow_up,
+        at_impact: ledger.follow_counts(None)?,
         ledger: config.ledger.path.display().to_string(),
         ledger_bytes: ledger.size_on_disk(),
         files: named(ledger.counts_by_state::<FileState>()?),
@@ -78,6 +100,10 @@ pub fn run(
     }
     if let Some(eta) = &status.pending_eta {
         writeln!(out, "{eta}")?;
+    }
+    writeln!(out, "follow-up: {}", status.follow_up)?;
+    if let Some(t) = super::deliver::at_impact_text(&status.at_impact) {
+        writeln!(out, "at impact: {t}")?;
     }
     if !status.recent_errors.is_empty() {
         writeln!(out, "last errors:")?;
@@ -136,8 +162,18 @@ pub fn run(
         if unaccounted > 0 && f.state != FileState::Processing.sql() {
             write!(out, "; {unaccounted} rows UNACCOUNTED")?;
         }
+        if let Some(t) = super::deliver::at_impact_text(&f.at_impact) {
+            write!(out, "; at impact: {t}")?;
+        }
         if let Some(r) = &f.rejects_path {
             write!(out, "; rejects: {r}")?;
+        }
+        if let Some(p) = f
+            .failed_at_impact_path
+            .as_ref()
+            .filter(|_| f.at_impact.failed > 0)
+        {
+            write!(out, "; failed at impact: {p}")?;
         }
         if let Some(a) = &f.archived_to {
             write!(out, "; moved to {a}")?;

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::response::{interpret, Answer, Limits, HEADERS_READ};
+use super::response::{interpret, interpret_submission, Answer, Limits, Submission, HEADERS_READ};
 use crate::config::{Endpoint, ImpactConfig, Secret};
 
 /// The most of an answer read; a larger body is cut (and still interpreted by its status).
@@ -142,14 +142,7 @@ impl Client {
             }
         };
         let status = resp.status().as_u16();
-        // Only the headers `interpret` reads are kept (not a copy of them all).
-        let headers: Vec<(&'static str, String)> = HEADERS_READ
-            .iter()
-            .filter_map(|name| {
-                let v = resp.headers().get(*name)?.to_str().ok()?;
-                Some((*name, v.to_owned()))
-            })
-            .collect();
+        let headers = Headers::of(&resp);
         let mut bytes = Vec::new();
         loop {
             match resp.chunk().await {
@@ -168,17 +161,97 @@ impl Client {
                 Err(_) => break,
             }
         }
-        let lookup = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        interpret(status, &lookup, &bytes, now)
+        interpret(status, &|n| headers.get(n), &bytes, unix_now())
     }
+}
+
+impl Client {
+    /// Asks impact what became of one accepted conversion: `GET` its QueuedUri (a path on
+    /// impact's host, or a URL on the same origin as `base_url`; any other host is refused,
+    /// so the credentials never leave for it). Idempotent, so any failure is simply asked
+    /// again later.
+    pub async fn submission(&self, queued_uri: &str) -> (Submission, Limits) {
+        let url = match self.parsed.join(queued_uri.trim()) {
+            Ok(u) if u.origin() == self.parsed.origin() => u,
+            _ => return (Submission::Gone { status: 0 }, Limits::default()),
+        };
+        let sent = self
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(self.timeout)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Submission::Retry {
+                        reason: describe(&e),
+                    },
+                    Limits::default(),
+                )
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers = Headers::of(&resp);
+        let bytes = match read_capped(resp).await {
+            Ok(b) => b,
+            Err(e) => {
+                return (
+                    Submission::Retry {
+                        reason: describe(&e),
+                    },
+                    Limits::default(),
+                )
+            }
+        };
+        interpret_submission(status, &|n| headers.get(n), &bytes, unix_now())
+    }
+}
+
+/// The headers the core's interpreters read, and no other (not a copy of them all).
+struct Headers(Vec<(&'static str, String)>);
+
+impl Headers {
+    fn of(resp: &reqwest::Response) -> Headers {
+        Headers(
+            HEADERS_READ
+                .iter()
+                .filter_map(|name| {
+                    let v = resp.headers().get(*name)?.to_str().ok()?;
+                    Some((*name, v.to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// At most [`MAX_ANSWER_BYTES`] of an answer.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_ANSWER_BYTES - bytes.len();
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if bytes.len() >= MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(bytes)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn retry(reason: String) -> Answer {

@@ -6,6 +6,7 @@
 //! burst. The `X-RateLimit-Remaining*` and reset headers slow it further when the account's
 //! real budget is tighter (other tools share it). A 429 pauses every sender.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,6 +17,20 @@ use super::response::Limits;
 
 pub struct Pacer {
     state: Mutex<State>,
+    /// Senders waiting for a slot right now: while any does, follow-ups get none.
+    senders: AtomicUsize,
+}
+
+/// How often a follow-up looks again while senders wait.
+const SPARE_RECHECK: Duration = Duration::from_millis(250);
+
+/// Counts a sender as waiting for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct State {
@@ -54,6 +69,7 @@ impl Pacer {
                 last_limits: None,
                 requests_per_hour,
             }),
+            senders: AtomicUsize::new(0),
         }
     }
 
@@ -78,6 +94,8 @@ impl Pacer {
 
     /// Waits for this request's slot.
     pub async fn wait(&self) {
+        self.senders.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.senders);
         let slot = {
             let Ok(mut s) = self.state.lock() else {
                 return;
@@ -107,6 +125,34 @@ impl Pacer {
         // millisecond tick, which cost every request about a millisecond.
         if slot > Instant::now() {
             tokio::time::sleep_until(slot).await;
+        }
+    }
+
+    /// Waits for a slot that sending leaves, for a follow-up: never while a sender waits
+    /// for one, and only when the whole burst is there (the bucket full), taking one slot of
+    /// it. So follow-ups go at most at the base rate while nothing is sent, a send that comes
+    /// meanwhile still finds the rest of the burst, and a backlog of sends keeps its rate.
+    pub async fn wait_spare(&self) {
+        loop {
+            let wait = {
+                let Ok(mut s) = self.state.lock() else {
+                    return;
+                };
+                let now = Instant::now();
+                match s.paused_until {
+                    Some(p) if p > now => p - now,
+                    _ if self.senders.load(Ordering::SeqCst) > 0 => SPARE_RECHECK,
+                    _ => match s.interval(now) {
+                        None => return,
+                        Some(interval) if s.tat <= now => {
+                            s.tat = now + interval;
+                            return;
+                        }
+                        Some(_) => s.tat - now,
+                    },
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -201,6 +247,7 @@ pub fn backoff(attempts: u32, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn backlogs_are_told_in_time_people_read() {
@@ -321,6 +368,66 @@ mod tests {
             reset: Some(Duration::from_secs(30)),
         });
         assert_eq!(times(&p, 1).await, vec![30_000]);
+    }
+
+    /// With sends waiting, a follow-up gets no slot; once they are done, it waits for the
+    /// whole burst to come back and takes one slot per interval, so a send arriving then
+    /// still finds the rest of the burst at once.
+    #[tokio::test(start_paused = true)]
+    async fn follow_ups_take_only_the_slots_sending_leaves() {
+        // 1,000/h: a burst of 10, then one every ~3.633 s.
+        let p = Arc::new(Pacer::new(1000));
+        let start = Instant::now();
+        let sends = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let mut at = Vec::new();
+                for _ in 0..14 {
+                    p.wait().await;
+                    at.push((Instant::now() - start).as_millis() as u64);
+                }
+                at
+            })
+        };
+        tokio::task::yield_now().await;
+        let spare = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.wait_spare().await;
+                (Instant::now() - start).as_millis() as u64
+            })
+        };
+        let sent = sends.await.unwrap();
+        // The sends keep the pacer's rate: the burst, then one per interval.
+        assert_eq!(&sent[..10], &[0; 10]);
+        for (i, at) in sent[10..].iter().enumerate() {
+            let expected = 3_600_000.0 / 991.0 * (i + 1) as f64;
+            assert!(
+                (*at as f64 - expected).abs() <= 1.5,
+                "send {} at {at} ms",
+                i + 10
+            );
+        }
+        // The follow-up waited for the last send and then for the bucket to fill again
+        // (14 slots used: the bucket is full again at 14 × 3.6327 s).
+        let got = spare.await.unwrap();
+        assert!(
+            got >= 14_531,
+            "a follow-up went at {got} ms, before the sends were done"
+        );
+        assert!(
+            (50_857..=50_859).contains(&got),
+            "a follow-up went at {got} ms"
+        );
+        // Right after, a send still goes at once (the rest of the burst is there).
+        let t = Instant::now();
+        p.wait().await;
+        assert_eq!(Instant::now(), t);
+        // Pacing off: a follow-up goes at once when no sender waits.
+        let off = Pacer::new(0);
+        let t = Instant::now();
+        off.wait_spare().await;
+        assert_eq!(Instant::now(), t);
     }
 
     #[test]

@@ -65,6 +65,22 @@ pub struct Faults {
     pub fail_orders: BTreeMap<String, String>,
     /// The partner path's `APISubmissions` answers 404, as for an account without it.
     pub no_partner_submissions: bool,
+    /// A late answer: a conversion is recorded (impact has it), then its answer waits this
+    /// long before it is written; a client stopped meanwhile never learns it was accepted.
+    pub answer_delay_ms: u64,
+}
+
+/// One `GET …/APISubmissions/{BatchId}`, as it arrived.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Asked {
+    pub endpoint: String,
+    pub batch_id: String,
+    /// The status answered (200, or 404 for an unknown id or a partner account without it).
+    pub status: u16,
+    /// impact's `Status` in the answer, when there was one.
+    pub impact_status: Option<String>,
+    /// Milliseconds since the sandbox started.
+    pub at_ms: u64,
 }
 
 /// One conversion as `APISubmissions` keeps it.
@@ -94,6 +110,9 @@ pub struct Received {
     /// What impact's answer warned about (fields ignored, …).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Milliseconds since the sandbox started.
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// Counters for tests and the demo.
@@ -119,6 +138,9 @@ struct State {
     /// When each `(CampaignId, OrderId)` was first accepted, for the duplicate window.
     first_seen: HashMap<(String, String), tokio::time::Instant>,
     submissions: HashMap<String, Submission>,
+    /// Every follow-up question, in order.
+    asked: Vec<Asked>,
+    started: std::time::Instant,
     stats: Stats,
     /// Requests in the current hour window, which began at `hour_started` (tokio time, so
     /// a test with paused time sees the budget refill after an hour).
@@ -152,6 +174,8 @@ impl Sandbox {
             seen: HashSet::new(),
             first_seen: HashMap::new(),
             submissions: HashMap::new(),
+            asked: Vec::new(),
+            started: std::time::Instant::now(),
             stats: Stats::default(),
             hour_count: 0,
             hour_started: tokio::time::Instant::now(),
@@ -171,6 +195,14 @@ impl Sandbox {
         self.state
             .lock()
             .map(|s| s.received.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every follow-up question (`GET …/APISubmissions/…`) so far, in order.
+    pub fn asked(&self) -> Vec<Asked> {
+        self.state
+            .lock()
+            .map(|s| s.asked.clone())
             .unwrap_or_default()
     }
 
@@ -267,24 +299,31 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
         }
     };
 
-    let Ok(mut s) = state.lock() else {
-        return Ok(json(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({}),
-        ));
+    let (answer, delay) = {
+        let Ok(mut s) = state.lock() else {
+            return Ok(json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({}),
+            ));
+        };
+        s.stats.requests += 1;
+        let answer = answer(
+            &mut s,
+            &method,
+            &path,
+            auth.as_deref(),
+            &content_type,
+            &body,
+            wants_json,
+        );
+        let status = answer.as_ref().map_or(200, |r| r.status().as_u16());
+        *s.stats.statuses.entry(status).or_default() += 1;
+        (answer, s.faults.answer_delay_ms)
     };
-    s.stats.requests += 1;
-    let answer = answer(
-        &mut s,
-        &method,
-        &path,
-        auth.as_deref(),
-        &content_type,
-        &body,
-        wants_json,
-    );
-    let status = answer.as_ref().map_or(200, |r| r.status().as_u16());
-    *s.stats.statuses.entry(status).or_default() += 1;
+    // A late answer: recorded already, written only now.
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     answer
 }
 
@@ -410,7 +449,17 @@ fn answer(
         ));
     }
     if let Some(id) = batch {
-        return Ok(submission(s, endpoint, id).unwrap_or_else(not_found));
+        let answer = submission(s, endpoint, id);
+        let impact_status = answer.as_ref().and_then(|(_, status)| status.clone());
+        let at_ms = s.started.elapsed().as_millis() as u64;
+        s.asked.push(Asked {
+            endpoint: endpoint.into(),
+            batch_id: id.into(),
+            status: if answer.is_some() { 200 } else { 404 },
+            impact_status,
+            at_ms,
+        });
+        return Ok(answer.map(|(a, _)| a).unwrap_or_else(not_found));
     }
     if !content_type.starts_with("application/x-www-form-urlencoded") {
         return Ok(error(wants_json, vec![("".into(), format!("unsupported Content-Type {content_type:?}: send application/x-www-form-urlencoded"))]));
@@ -497,6 +546,7 @@ fn answer(
         sale_amount: crate::contract::sale_amount(endpoint, &fields)
             .map(|d| d.normalize().to_string()),
         warnings: warnings.iter().map(|(f, m)| format!("{f}: {m}")).collect(),
+        at_ms: s.started.elapsed().as_millis() as u64,
     });
     let roll: f64 = s.rng.gen();
     if roll < s.faults.drop_rate {
@@ -529,7 +579,7 @@ fn answer(
 /// `In Progress`, then `Complete` with `CompletionDate` and, for a failure, `ErrorType` and
 /// `ErrorReason`. `None` (404) for an unknown id, another endpoint's id, or the partner path
 /// when `no_partner_submissions` is set.
-fn submission(s: &State, endpoint: &str, id: &str) -> Option<Answer> {
+fn submission(s: &State, endpoint: &str, id: &str) -> Option<(Answer, Option<String>)> {
     if endpoint == "partner" && s.faults.no_partner_submissions {
         return None;
     }
@@ -562,24 +612,27 @@ fn submission(s: &State, endpoint: &str, id: &str) -> Option<Answer> {
             .map(|(_, v)| v.into_owned())
     };
     let number = |k: &str| field(k).and_then(|v| v.parse::<u64>().ok());
-    Some(json(
-        StatusCode::OK,
-        serde_json::json!({
-            "BatchId": id,
-            "SubmissionDate": sub.submitted_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-            "CampaignId": sub.campaign_id.parse::<u64>().ok(),
-            "ActionTrackerId": number("ActionTrackerId"),
-            "MediaPartnerId": number("MediaPartnerId"),
-            "EventCode": field("EventTypeCode"),
-            "OrderId": sub.order_id,
-            "Payload": sub.payload,
-            "Type": "Conversion",
-            "Status": status,
-            "CompletionDate": completion,
-            "ErrorType": error.map(|e| e.0.as_str()),
-            "ErrorReason": error.map(|e| e.1.as_str()),
-            "Uri": format!("/{root}/{}/APISubmissions/{id}", s.sid),
-        }),
+    Some((
+        json(
+            StatusCode::OK,
+            serde_json::json!({
+                "BatchId": id,
+                "SubmissionDate": sub.submitted_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                "CampaignId": sub.campaign_id.parse::<u64>().ok(),
+                "ActionTrackerId": number("ActionTrackerId"),
+                "MediaPartnerId": number("MediaPartnerId"),
+                "EventCode": field("EventTypeCode"),
+                "OrderId": sub.order_id,
+                "Payload": sub.payload,
+                "Type": "Conversion",
+                "Status": status,
+                "CompletionDate": completion,
+                "ErrorType": error.map(|e| e.0.as_str()),
+                "ErrorReason": error.map(|e| e.1.as_str()),
+                "Uri": format!("/{root}/{}/APISubmissions/{id}", s.sid),
+            }),
+        ),
+        Some(status.to_owned()),
     ))
 }
 
@@ -638,6 +691,10 @@ async fn control(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Answer {
         (Method::GET, "/_sandbox/received") => json(
             StatusCode::OK,
             serde_json::to_value(&s.received).unwrap_or_default(),
+        ),
+        (Method::GET, "/_sandbox/asked") => json(
+            StatusCode::OK,
+            serde_json::to_value(&s.asked).unwrap_or_default(),
         ),
         (Method::GET, "/_sandbox/stats") => json(
             StatusCode::OK,

@@ -268,7 +268,42 @@ impl Ledger {
     /// Pending conversions due at `now`, and any scheduled after `latest` (a retry time
     /// further out than the retry cap can only come from a clock that was ahead when it was
     /// set: once the clock is corrected, it is released).
+    ///
+    /// The conversions returned are handed to senders: their `dispatches` count goes up in
+    /// the same transaction, before any of them is sent, so after a stop a later
+    /// `CONV_DUPLICATE` is known to be impact's dedup of a copy that was in flight.
     pub fn due(
+        &mut self,
+        now: &str,
+        latest: &str,
+        limit: usize,
+        exclude: &HashSet<i64>,
+    ) -> Result<Vec<Due>> {
+        let out = self.select_due(now, latest, limit, exclude)?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(&path, "begin"))?;
+        {
+            let mut claim = tx
+                .prepare_cached("UPDATE conversions SET dispatches = dispatches + 1 WHERE id = ?1")
+                .map_err(sql(&path, "hand conversions to senders"))?;
+            for d in &out {
+                claim
+                    .execute([d.id])
+                    .map_err(sql(&path, "hand conversions to senders"))?;
+            }
+        }
+        tx.commit()
+            .map_err(sql(&path, "hand conversions to senders"))?;
+        Ok(out)
+    }
+
+    fn select_due(
         &self,
         now: &str,
         latest: &str,
@@ -325,7 +360,9 @@ impl Ledger {
             return Ok(());
         }
         let path = self.path.clone();
-        let now = now_text();
+        let now_utc = chrono::Utc::now();
+        let follow_up = self.follow_up;
+        let now = time_text(now_utc);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -353,6 +390,21 @@ impl Ledger {
                      WHERE id = ?1 AND state = 'pending'",
                 )
                 .map_err(sql(&path, "record outcomes"))?;
+            let mut unsent = tx
+                .prepare_cached(
+                    "UPDATE conversions SET dispatches = MAX(dispatches - 1, 0) WHERE id = ?1",
+                )
+                .map_err(sql(&path, "record outcomes"))?;
+            // Followed from its acceptance on (again after a replay's resend).
+            let mut follow = tx
+                .prepare_cached(
+                    "INSERT INTO followups (conversion_id, file_id, state, next_at, updated_at)
+                     SELECT id, file_id, 'waiting', ?2, ?3 FROM conversions WHERE id = ?1
+                     ON CONFLICT (conversion_id) DO UPDATE SET state = 'waiting', polls = 0,
+                        next_at = excluded.next_at, impact_status = NULL, error_type = NULL,
+                        error_reason = NULL, completed_at = NULL, updated_at = excluded.updated_at",
+                )
+                .map_err(sql(&path, "record outcomes"))?;
             let mut uncertain = tx
                 .prepare_cached(
                     "UPDATE conversions SET last_error = ?2, attempts = attempts + 1,
@@ -372,8 +424,15 @@ impl Ledger {
                         warnings,
                     } => {
                         let w = (!warnings.is_empty()).then(|| warnings.join("\n"));
-                        accepted.execute(params![id, queued_uri, w, now])
+                        let n = accepted.execute(params![id, queued_uri, w, now]);
+                        match (follow_up, queued_uri) {
+                            (Some(first), Some(_)) => n.and_then(|_| {
+                                follow.execute(params![id, time_text(now_utc + first), now])
+                            }),
+                            _ => n,
+                        }
                     }
+                    Outcome::Unsent { id } => unsent.execute(params![id]),
                     Outcome::Rejected { id, reasons } => {
                         rejected.execute(params![id, reasons.join("\n"), now])
                     }

@@ -21,14 +21,16 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 pub use crate::state::{
-    ConvRef, ConvState, FileState, Known, LineOutcome, NewConversion, NewLine, StateName,
-    UnknownState,
+    ConvRef, ConvState, FileState, FollowState, Known, LineOutcome, NewConversion, NewLine,
+    StateName, UnknownState,
 };
 
 mod commit;
+mod followup;
 mod report;
 mod schema;
 
+pub use followup::{FilePlaces, FollowCounts, FollowDue, FollowUpdate};
 pub use report::{FileStats, NotSent, Pruned, RecentError, RowCounts};
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +136,11 @@ pub enum Outcome {
         error: String,
         next_at: String,
     },
+    /// Handed to a sender but never sent (stopped while waiting for its slot): its dispatch
+    /// is taken back.
+    Unsent {
+        id: i64,
+    },
 }
 
 /// Uncertain answers after which a conversion is held for the operator instead of being sent
@@ -146,7 +153,8 @@ impl Outcome {
             Outcome::Accepted { id, .. }
             | Outcome::Rejected { id, .. }
             | Outcome::Retry { id, .. }
-            | Outcome::Uncertain { id, .. } => *id,
+            | Outcome::Uncertain { id, .. }
+            | Outcome::Unsent { id } => *id,
         }
     }
 }
@@ -157,6 +165,9 @@ pub struct Ledger {
     _lock: Option<File>,
     /// `(device, inode)` of the file opened, to notice it deleted or replaced.
     identity: Option<(u64, u64)>,
+    /// When accepted conversions are first asked about at impact, after their acceptance
+    /// (`[follow_up]`); `None`: not followed (off, or unavailable for this account).
+    follow_up: Option<chrono::Duration>,
 }
 
 /// Now, as the ledger writes times: RFC 3339 UTC with milliseconds (sorts as text).
@@ -166,6 +177,24 @@ pub fn now_text() -> String {
 
 pub fn time_text(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// `wait` from now, as the ledger writes times (an hour if `wait` is out of range).
+pub fn later(wait: std::time::Duration) -> String {
+    let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+    time_text(chrono::Utc::now() + wait)
+}
+
+/// Time from now until an RFC 3339 instant (zero if past or unreadable).
+pub fn until(at: &str) -> std::time::Duration {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .and_then(|t| {
+            (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 impl Ledger {
@@ -200,6 +229,7 @@ impl Ledger {
             path: path.to_owned(),
             _lock: Some(lock),
             identity,
+            follow_up: None,
         };
         ledger.setup(true, true)?;
         Ok(ledger)
@@ -242,6 +272,7 @@ impl Ledger {
             path: path.to_owned(),
             _lock: None,
             identity: None,
+            follow_up: None,
         };
         ledger.setup(false, check)?;
         Ok(ledger)
@@ -256,6 +287,7 @@ impl Ledger {
             path,
             _lock: None,
             identity: None,
+            follow_up: None,
         };
         ledger.setup(true, true)?;
         Ok(ledger)

@@ -36,6 +36,11 @@ pub struct FileStats {
     pub archived_to: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejects_path: Option<String>,
+    /// What impact did with this file's accepted conversions, as follow-ups found.
+    pub at_impact: super::FollowCounts,
+    /// The file's rows that failed at impact, with the reason (rejects format).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_at_impact_path: Option<String>,
 }
 
 /// Rows counted by [`RowState`]; every state is present (0 when none).
@@ -150,7 +155,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT id, path, state, duplicate_of, rows, skipped_lines, invalid_orders,
-                    first_seen, finished_at, archived_to, rejects_path, pruned_rows
+                    first_seen, finished_at, archived_to, rejects_path, pruned_rows, failed_path
                  FROM files WHERE ?1 IS NULL OR id = ?1 ORDER BY id DESC LIMIT ?2",
             )
             .map_err(&read)?;
@@ -171,6 +176,7 @@ impl Ledger {
                     archived_to: r.get("archived_to")?,
                     rejects_path: r.get("rejects_path")?,
                     pruned_rows: n("pruned_rows")?,
+                    failed_at_impact_path: r.get("failed_path")?,
                     ..FileStats::default()
                 })
             })
@@ -187,6 +193,7 @@ impl Ledger {
             )
             .map_err(&read)?;
         for f in &mut out {
+            f.at_impact = self.follow_counts(Some(f.id))?;
             let rows = counts
                 .query_map([f.id], |r| {
                     let outcome: LineOutcome = state(r, "outcome")?;

@@ -5,7 +5,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::state::{ConvState, FileState, LineOutcome, StateName};
+use crate::state::{ConvState, FileState, FollowState, LineOutcome, StateName};
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: files, conversions, lines, runs, replays.
@@ -160,6 +160,32 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO tallies SELECT 'lines', outcome, COUNT(*) FROM lines GROUP BY outcome;
     CREATE INDEX conversions_pending_since ON conversions(created_at) WHERE state = 'pending';
     "#,
+    // 6: what became of each accepted conversion at impact (`followups`, one row per
+    // conversion followed, its state in `FollowState`); how often each conversion was handed
+    // to a sender (`dispatches`: more than its recorded answers means one went out and its
+    // answer was lost to a stop, so a later CONV_DUPLICATE is impact's dedup at work); the
+    // failed-at-impact file of each file; small facts (`meta`) such as "this account has no
+    // follow-up".
+    r#"
+    ALTER TABLE conversions ADD COLUMN dispatches INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN failed_path TEXT;
+    CREATE TABLE followups (
+        conversion_id INTEGER PRIMARY KEY REFERENCES conversions(id),
+        file_id       INTEGER NOT NULL REFERENCES files(id),
+        state         TEXT NOT NULL,
+        polls         INTEGER NOT NULL DEFAULT 0,
+        next_at       TEXT,
+        impact_status TEXT,
+        error_type    TEXT,
+        error_reason  TEXT,
+        completed_at  TEXT,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE INDEX followups_due ON followups(next_at) WHERE state = 'waiting';
+    CREATE INDEX followups_by_file ON followups(file_id, state);
+    CREATE INDEX followups_failed ON followups(error_reason) WHERE state = 'failed';
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    "#,
 ];
 
 /// Applies the migrations the database lacks.
@@ -213,6 +239,11 @@ pub fn state_checks(conn: &Connection) -> rusqlite::Result<()> {
             LineOutcome::COLUMN.0,
             LineOutcome::COLUMN.1,
             LineOutcome::sql_list(),
+        ),
+        (
+            FollowState::COLUMN.0,
+            FollowState::COLUMN.1,
+            FollowState::sql_list(),
         ),
     ] {
         for event in ["INSERT", "UPDATE"] {

@@ -113,10 +113,24 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
 
     let work = Arc::new(Notify::new());
     let send_stop = CancellationToken::new();
+    // One pacer for sends and follow-ups: follow-ups take only the slots sending leaves.
+    let pacer = Arc::new(Pacer::new(config.impact.requests_per_hour));
+    let follow = super::arm_follow_up(&config, &ledger).await?;
+    let follower = follow.then(|| {
+        tokio::spawn(follow_up_loop(
+            config.clone(),
+            sid.clone(),
+            ledger.clone(),
+            pacer.clone(),
+            deliverer.clone(),
+            send_stop.clone(),
+        ))
+    });
     let sender = tokio::spawn(sender_loop(
         config.clone(),
         sid,
         ledger.clone(),
+        pacer,
         state.clone(),
         work.clone(),
         scan_now.clone(),
@@ -287,6 +301,10 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
             "grace period over: answers still outstanding stay pending and go next time"
         ),
     }
+    if let Some(f) = follower {
+        // A question in flight is simply asked again next time: no grace needed.
+        let _ = tokio::time::timeout(Duration::from_secs(2), f).await;
+    }
     finish_files(&deliverer, &ledger, &state, &mut finish_backoff).await;
     let summary = format!(
         "files seen {}, done {}, failed {}; accepted {}, rejected {}",
@@ -401,17 +419,70 @@ async fn prune(ledger: &SharedLedger, keep_days: u32) {
     }
 }
 
+/// Follows accepted conversions up for as long as the daemon runs: what impact did with
+/// each, failed-at-impact files as failures come. Stops for good when impact says the
+/// (partner) account has none; after a 401/403, tries again every ten minutes.
+async fn follow_up_loop(
+    config: Config,
+    sid: String,
+    ledger: SharedLedger,
+    pacer: Arc<Pacer>,
+    deliverer: Arc<Delivery>,
+    stop: CancellationToken,
+) {
+    let opts = crate::followup::Options::from_config(config.impact.endpoint, &config.follow_up);
+    let write: Arc<dyn Fn(i64) + Send + Sync> = Arc::new(move |id| {
+        if let Err(e) = deliverer.write_failed_at_impact(id) {
+            tracing::warn!("cannot write the rows that failed at impact: {e}");
+        }
+    });
+    while !stop.is_cancelled() {
+        let client = config
+            .impact
+            .auth_token()
+            .map_err(|e| e.to_string())
+            .and_then(|t| Client::new(&config.impact, &sid, t).map_err(|e| e.to_string()));
+        let wait = match client {
+            Err(_) => TOKEN_CHECK_EVERY,
+            Ok(c) => match crate::followup::follow_up(
+                ledger.clone(),
+                Arc::new(c),
+                pacer.clone(),
+                opts.clone(),
+                crate::followup::Until::Cancelled,
+                stop.clone(),
+                write.clone(),
+            )
+            .await
+            {
+                Ok(s) if s.unavailable.is_some() => return,
+                Ok(s) if s.denied.is_some() => RETRY_SAME_TOKEN_AFTER,
+                Ok(_) => TOKEN_CHECK_EVERY,
+                Err(e) => {
+                    tracing::warn!("follow-up: {e}; tried again in 30s");
+                    Duration::from_secs(30)
+                }
+            },
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Sends whatever is pending, for as long as the daemon runs.
+#[allow(clippy::too_many_arguments)] // the sending loop's parts, each its own concern
 async fn sender_loop(
     config: Config,
     sid: String,
     ledger: SharedLedger,
+    pacer: Arc<Pacer>,
     state: Arc<DaemonState>,
     work: Arc<Notify>,
     scan_now: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let pacer = Arc::new(Pacer::new(config.impact.requests_per_hour));
     let mut alerts = Alerts::default();
     let mut failed: Option<(Secret, Instant)> = None;
     let pause = |d: Duration| {

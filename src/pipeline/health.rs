@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{spawn_server, text};
 use crate::ledger::{with_ledger, SharedLedger};
-use crate::state::{ConvState, LineOutcome, StateName};
+use crate::state::{ConvState, FollowState, LineOutcome, StateName};
 use crate::submit::Progress;
 
 /// Counters and health of a running daemon.
@@ -213,10 +213,39 @@ async fn metrics(state: &DaemonState, ledger: &SharedLedger) -> String {
             l.count_lines(LineOutcome::Invalid)?,
             l.oldest_pending()?,
             l.size_on_disk(),
+            l.follow_counts(None)?,
         ))
     })
     .await;
-    if let Ok((by_state, invalid, oldest, size)) = from_ledger {
+    if let Ok((by_state, invalid, oldest, size, at_impact)) = from_ledger {
+        let samples: Vec<(String, String)> = FollowState::ALL
+            .iter()
+            .map(|s| {
+                (
+                    format!("{{state=\"{}\"}}", s.sql()),
+                    at_impact.get(*s).to_string(),
+                )
+            })
+            .collect();
+        let refs = borrowed(&samples);
+        metric(
+            "at_impact",
+            "gauge",
+            "Accepted conversions by what impact did with them, as follow-ups found (waiting: still queued at impact).",
+            &refs,
+        );
+        let samples: Vec<(String, String)> = at_impact
+            .failed_by_reason
+            .iter()
+            .map(|(r, n)| (format!("{{reason=\"{}\"}}", label_value(r)), n.to_string()))
+            .collect();
+        let refs = borrowed(&samples);
+        metric(
+            "failed_at_impact",
+            "gauge",
+            "Conversions impact accepted and then failed in processing, by impact's ErrorReason.",
+            &refs,
+        );
         let samples: Vec<(String, String)> = ConvState::ALL
             .iter()
             .map(|s| {
@@ -224,10 +253,7 @@ async fn metrics(state: &DaemonState, ledger: &SharedLedger) -> String {
                 (format!("{{state=\"{}\"}}", s.sql()), v.to_string())
             })
             .collect();
-        let refs: Vec<(&str, String)> = samples
-            .iter()
-            .map(|(l, v)| (l.as_str(), v.clone()))
-            .collect();
+        let refs = borrowed(&samples);
         metric(
             "conversions",
             "gauge",
@@ -261,4 +287,19 @@ async fn metrics(state: &DaemonState, ledger: &SharedLedger) -> String {
         );
     }
     out
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `(labels, value)` samples with borrowed labels, as `metric` takes them.
+fn borrowed(samples: &[(String, String)]) -> Vec<(&str, String)> {
+    samples
+        .iter()
+        .map(|(l, v)| (l.as_str(), v.clone()))
+        .collect()
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{self, content_hash, dated_dir, move_into, mtime_text, write_rejects};
 use crate::config::{Config, ConfigError};
+use crate::followup;
 use crate::impact::client::Client;
 use crate::impact::form;
 use crate::impact::pacing::Pacer;
@@ -458,7 +459,63 @@ impl Delivery {
             shown(&done.archived_to).as_deref(),
             shown(&done.rejects).as_deref(),
         )?;
+        // Failures impact reported before the file was finished go next to its archived copy.
+        self.write_failed_at_impact(file_id)?;
         Ok(Some(done))
+    }
+
+    /// Writes (again) a file's `<name>.failed-at-impact.<ext>` next to its archived copy (or,
+    /// for a file left in place, in the archive folder where its rejects go), from the copy
+    /// whose content is still what was read. Returns `None` when no row failed, or when no
+    /// copy with that content is left to read the rows from (said in the log).
+    pub fn write_failed_at_impact(&self, file_id: i64) -> Result<Option<PathBuf>, DeliverError> {
+        let (lines, places) = {
+            let l = lock(&self.ledger)?;
+            (l.failed_at_impact_lines(file_id)?, l.file_places(file_id)?)
+        };
+        let Some(places) = places.filter(|_| !lines.is_empty()) else {
+            return Ok(None);
+        };
+        let candidates = [places.archived_to.as_deref(), Some(places.path.as_str())];
+        let Some(src) = candidates
+            .into_iter()
+            .flatten()
+            .map(PathBuf::from)
+            .find(|p| p.exists() && content_hash(p).is_ok_and(|(h, _)| h == places.content_hash))
+        else {
+            tracing::warn!(
+                file = %places.path,
+                "{} rows failed at impact, but no copy of the file as it was read is left to write them out; status lists them",
+                lines.len()
+            );
+            return Ok(None);
+        };
+        let dir = match &places.archived_to {
+            Some(a) if Path::new(a) == src => src
+                .parent()
+                .map_or_else(|| self.archive_dir(), Path::to_path_buf),
+            _ => self.archive_dir(),
+        };
+        let reading = archive::Reading {
+            decoding: self.stages.decoding,
+            delimiter: self.stages.delimiter,
+        };
+        let lines: BTreeMap<u64, String> = lines.into_iter().collect();
+        let written =
+            archive::write_failed_at_impact(&src, reading, &lines, &dir).map_err(|e| {
+                DeliverError::Io {
+                    path: dir.clone(),
+                    source: e,
+                }
+            })?;
+        lock(&self.ledger)?.set_failed_path(file_id, &written.display().to_string())?;
+        tracing::warn!(
+            file = %places.path,
+            "{} rows failed at impact: {}",
+            lines.len(),
+            written.display()
+        );
+        Ok(Some(written))
     }
 
     /// Moves a duplicate file to the archive (it is recorded; nothing of it is sent).
@@ -521,6 +578,10 @@ pub struct Delivered {
     pub summary: Summary,
     /// Conversions still pending when it ended.
     pub pending: u64,
+    /// What this run's follow-up found (`None`: none ran).
+    pub followed: Option<followup::Summary>,
+    /// Follow-up outcomes over the whole ledger when it ended.
+    pub at_impact: crate::ledger::FollowCounts,
 }
 
 /// The files a request names: the named files (folders expanded), or the drop folder's
@@ -624,6 +685,7 @@ pub async fn deliver(
         }
     }
 
+    let follow = arm_follow_up(config, &ledger).await?;
     // Submit everything pending (this run's and any left from before).
     let pending = with_ledger(&ledger, |l| l.pending_count()).await?;
     let client = Arc::new(
@@ -647,10 +709,10 @@ pub async fn deliver(
     let mut backlog = Vec::new();
     let summary = submit::send_pending(
         ledger.clone(),
-        client,
-        pacer,
+        client.clone(),
+        pacer.clone(),
         opts,
-        cancel,
+        cancel.clone(),
         progress(pending, config.impact.requests_per_hour),
         None,
         &mut backlog,
@@ -694,6 +756,24 @@ pub async fn deliver(
             .await
             .map_err(task_failed)??;
     }
+    // Follow-up: what impact did with what it accepted (this run's and earlier), for at
+    // most `run_wait_secs`; a later run or `watch` asks about the rest.
+    let wait = Duration::from_secs(config.follow_up.run_wait_secs);
+    let followed = if follow && !wait.is_zero() && summary.fatal.is_none() && !summary.interrupted {
+        let opts = followup::Options::from_config(config.impact.endpoint, &config.follow_up);
+        let until = followup::Until::Deadline(tokio::time::Instant::now() + wait);
+        let d = delivery.clone();
+        let write: Arc<dyn Fn(i64) + Send + Sync> = Arc::new(move |id| {
+            if let Err(e) = d.write_failed_at_impact(id) {
+                tracing::warn!("cannot write the rows that failed at impact: {e}");
+            }
+        });
+        let s =
+            followup::follow_up(ledger.clone(), client, pacer, opts, until, cancel, write).await?;
+        Some(s)
+    } else {
+        None
+    };
     for s in &mut seen {
         let id = s.file_id;
         s.stats = with_ledger(&ledger, move |l| l.file_stats(Some(id), 1))
@@ -704,12 +784,31 @@ pub async fn deliver(
     let left = with_ledger(&ledger, |l| l.pending_count()).await?;
     let text = format!("{summary:?}; pending {left}");
     with_ledger(&ledger, move |l| l.finish_run(run_id, &text)).await?;
+    let at_impact = with_ledger(&ledger, |l| l.follow_counts(None)).await?;
     Ok(Delivered {
         seen,
         unreadable,
         summary,
         pending: left,
+        followed,
+        at_impact,
     })
+}
+
+/// Whether this process follows accepted conversions up (`[follow_up] enabled`, and not a
+/// partner account impact already said has no follow-up); tells the ledger so.
+pub async fn arm_follow_up(config: &Config, ledger: &SharedLedger) -> Result<bool, LedgerError> {
+    let wanted = config.follow_up.enabled;
+    let first = Duration::from_secs(config.follow_up.first_check_secs);
+    let partner = config.impact.endpoint == crate::config::Endpoint::Partner;
+    with_ledger(ledger, move |l| {
+        let refused =
+            partner && followup::known_unavailable(l.meta(followup::PARTNER_KEY)?.as_deref());
+        let on = wanted && !refused;
+        l.set_follow_up(on.then_some(first));
+        Ok(on)
+    })
+    .await
 }
 
 /// One dry-run result per file.
