@@ -141,22 +141,21 @@ pub async fn follow_up(
             continue;
         }
         let mut updates = Vec::with_capacity(due.len());
+        // Those past the age limit end unknown without a question, whatever the others get.
+        let (expired, due): (Vec<FollowDue>, Vec<FollowDue>) = due
+            .into_iter()
+            .partition(|d| older_than(&d.accepted_at, opts.give_up_after));
+        for d in expired {
+            summary.unknown += 1;
+            let why = format!(
+                "no final answer within {} days",
+                opts.give_up_after.num_days()
+            );
+            updates.push(update(&d, FollowState::Unknown, Some(why), false));
+        }
         for d in due {
             if cancel.is_cancelled() || deadline.is_some_and(|x| Instant::now() >= x) {
                 break;
-            }
-            if older_than(&d.accepted_at, opts.give_up_after) {
-                summary.unknown += 1;
-                updates.push(update(
-                    &d,
-                    FollowState::Unknown,
-                    Some(format!(
-                        "no final answer within {} days",
-                        opts.give_up_after.num_days()
-                    )),
-                    false,
-                ));
-                continue;
             }
             let waited = tokio::select! {
                 biased;

@@ -234,6 +234,62 @@ fn run_waits_a_bounded_time_and_a_later_run_finishes() {
 }
 
 #[test]
+fn an_old_conversion_ends_unknown_and_a_401_stops_follow_ups() {
+    let e = env("brand", "", "run_wait_secs = 5\ngive_up_after_days = 30");
+    e.sandbox.set_faults(Faults {
+        complete_after_ms: 600_000,
+        ..Faults::default()
+    });
+    let (r, _) = e.run(
+        "orders.csv",
+        &csv(&["U-1", "U-2", "U-3"]),
+        &[("IMPACT_AUTH_TOKEN", TOKEN)],
+    );
+    assert!(
+        r.stdout.contains("3 still queued at impact"),
+        "{}",
+        r.stdout
+    );
+    // U-1 was accepted 31 days ago as far as the ledger knows.
+    let ledger = e.dir.path().join("ledger.sqlite");
+    let c = rusqlite::Connection::open(&ledger).unwrap();
+    c.execute(
+        "UPDATE conversions SET accepted_at = '2020-01-01T00:00:00.000Z' WHERE order_id = 'U-1'",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    // A wrong token: the first question is answered 401 and no other is asked.
+    let before = e.sandbox.asked().len();
+    let r = run_in(e.dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", "wrong")]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("error: ") && r.stdout.contains("IMPACT_AUTH_TOKEN"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(e.sandbox.stats().statuses.get(&401), Some(&1));
+    assert_eq!(e.sandbox.asked().len(), before);
+    // U-1 was given up on without asking (no question needed for that).
+    assert!(r.stdout.contains("1 unknown"), "{}", r.stdout);
+    let o = outcomes(e.dir.path());
+    assert_eq!(o["U-1"].0, "unknown");
+    assert_eq!(o["U-2"].0, "waiting");
+    // With the right token again, the others are asked about again.
+    let r = run_in(e.dir.path(), &["run"], TOKEN_ENV);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("0 unknown; 2 still queued at impact"),
+        "{}",
+        r.stdout
+    );
+    assert!(e.sandbox.asked().len() > before);
+    let s = status_json(e.dir.path());
+    assert_eq!(s["at_impact"]["unknown"], 1);
+    assert_eq!(s["at_impact"]["waiting"], 2);
+}
+
+#[test]
 fn a_copy_sent_again_after_a_kill_is_absorbed_and_a_real_duplicate_is_a_failure() {
     let e = env("brand", "max_in_flight = 4", "run_wait_secs = 20");
     // A real duplicate: another tool (its own ledger) already sent D-1 to this account.

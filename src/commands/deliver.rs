@@ -142,6 +142,10 @@ pub async fn deliver(
         writeln!(out, "error: {fatal}")?;
         return Ok(Outcome::Fatal);
     }
+    if let Some(denied) = done.followed.as_ref().and_then(|f| f.denied.as_ref()) {
+        writeln!(out, "error: {denied}")?;
+        return Ok(Outcome::Fatal);
+    }
     Ok(if problems || done.pending > 0 || summary.rejected > 0 {
         Outcome::Problems
     } else {
