@@ -4,11 +4,19 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `--version`: the release and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("IMPACT_DROP_COMMIT"),
+    ")"
+);
+
 /// Watches a drop folder of order exports and delivers each conversion to impact.com exactly
 /// once. The auth token is read from IMPACT_AUTH_TOKEN or [impact] auth_token_file, never
 /// from the command line.
 #[derive(Debug, Parser)]
-#[command(name = "impact-drop", version, about, max_term_width = 100)]
+#[command(name = "impact-drop", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     /// Config file [default: ./impact-drop.toml if it exists]
     #[arg(long, global = true, value_name = "PATH", env = "IMPACT_DROP_CONFIG")]
@@ -21,6 +29,10 @@ pub struct Cli {
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// No report on stdout and only errors on stderr; the exit status tells the outcome
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 
     /// Start with a new, empty ledger on purpose although the archive folder holds exports
     /// an earlier ledger sent (without it, such a start is refused: a fresh ledger would send
@@ -45,12 +57,16 @@ pub enum Command {
     /// Exit status: 0 every order valid, 1 some order or row invalid, 2 a file could not be
     /// read or the config is wrong.
     Check {
-        /// Export files, or folders (their .csv/.tsv/.jsonl/.ndjson files)
-        #[arg(required = true, value_name = "FILE")]
+        /// Export files, or folders (their .csv/.tsv/.jsonl/.ndjson files) [default: the
+        /// drop folder]
+        #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
-        /// Print each conversion's exact request body
+        /// Print each conversion's exact request body and the sale amount impact computes
         #[arg(long)]
         show: bool,
+        /// With --show: also say where each field came from (column and line, or config)
+        #[arg(long, requires = "show")]
+        sources: bool,
         /// Machine-readable report on stdout
         #[arg(long)]
         json: bool,
@@ -66,7 +82,11 @@ pub enum Command {
     ///
     /// Exit status: 0 every conversion accepted; 1 some rejected, invalid or still pending;
     /// 2 fatal (config, credentials, ledger).
-    Run,
+    Run {
+        /// The report as one JSON document on stdout (shape in the README)
+        #[arg(long)]
+        json: bool,
+    },
     /// Process the named files now, or replay files the ledger already finished.
     ///
     /// Exit status as for `run`.
@@ -85,6 +105,9 @@ pub enum Command {
         /// Show what would be sent; send and record nothing
         #[arg(long)]
         dry_run: bool,
+        /// The report as one JSON document on stdout (shape in the README)
+        #[arg(long, conflicts_with = "dry_run")]
+        json: bool,
     },
     /// Files by state, conversions by state, oldest pending, last errors, per-file counts.
     Status {
@@ -122,10 +145,19 @@ pub enum Command {
     /// The main job on the bundled samples against the bundled sandbox: shows what impact
     /// would have received. Uses a temporary folder and ledger; your files are not touched.
     Demo {
-        /// Folder with sample exports and impact-drop.toml
-        #[arg(long, default_value = "samples")]
-        samples: PathBuf,
+        /// Folder with sample exports and impact-drop.toml [default: the samples built into
+        /// the binary]
+        #[arg(long)]
+        samples: Option<PathBuf>,
     },
     /// Print the effective configuration (file + environment); the token is never shown.
     Config,
+    /// Print a shell completion script: `impact-drop completions bash >
+    /// /etc/bash_completion.d/impact-drop` (also zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `impact-drop man > /usr/local/share/man/man1/impact-drop.1`.
+    Man,
 }

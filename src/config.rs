@@ -713,7 +713,7 @@ fn build(
         let field = Field::lookup(&key)
             .filter(|f| f.level() == Level::Order)
             .ok_or_else(|| {
-                format!("[defaults] {key} is not an order-level impact field (see the README's field list)")
+                format!("[defaults] {key} is not an order-level impact field (the README's \"Fields\" section lists them)")
             })?;
         let text = match value {
             toml::Value::String(s) => s,
@@ -736,7 +736,7 @@ fn build(
     let mut mapping_out = Vec::new();
     for (key, value) in mapping {
         let field = Field::lookup(&key).ok_or_else(|| {
-            format!("[mapping] {key} is not an impact field (see the README's field list)")
+            format!("[mapping] {key} is not an impact field (the README's \"Fields\" section lists them)")
         })?;
         let source = match value {
             toml::Value::String(s) => Source::Column(s),

@@ -67,7 +67,7 @@ impl Options {
 }
 
 /// What a follow-up session did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     pub asked: u64,
     pub processed: u64,
@@ -114,9 +114,22 @@ pub async fn follow_up(
     let recheck = opts
         .first_check
         .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut expired_at: Option<Instant> = None;
     'session: loop {
         if cancel.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
+        }
+        // Those past the age limit end unknown without a question, whenever they are due
+        // next (at the start, then every ten minutes).
+        if expired_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+            let cutoff = crate::ledger::time_text(chrono::Utc::now() - opts.give_up_after);
+            let why = format!(
+                "no final answer within {} days",
+                opts.give_up_after.num_days()
+            );
+            summary.unknown +=
+                with_ledger(&ledger, move |l| l.expire_followups(&cutoff, &why)).await?;
+            expired_at = Some(Instant::now());
         }
         let due = with_ledger(&ledger, |l| l.due_followups(&now_text(), 64)).await?;
         if due.is_empty() {
@@ -141,18 +154,6 @@ pub async fn follow_up(
             continue;
         }
         let mut updates = Vec::with_capacity(due.len());
-        // Those past the age limit end unknown without a question, whatever the others get.
-        let (expired, due): (Vec<FollowDue>, Vec<FollowDue>) = due
-            .into_iter()
-            .partition(|d| older_than(&d.accepted_at, opts.give_up_after));
-        for d in expired {
-            summary.unknown += 1;
-            let why = format!(
-                "no final answer within {} days",
-                opts.give_up_after.num_days()
-            );
-            updates.push(update(&d, FollowState::Unknown, Some(why), false));
-        }
         for d in due {
             if cancel.is_cancelled() || deadline.is_some_and(|x| Instant::now() >= x) {
                 break;
@@ -299,11 +300,6 @@ fn is_duplicate(error_type: &str, reason: &str) -> bool {
         .any(|t| t.split_whitespace().any(|w| w == "CONV_DUPLICATE"))
 }
 
-fn older_than(at: &str, age: chrono::Duration) -> bool {
-    chrono::DateTime::parse_from_rfc3339(at)
-        .is_ok_and(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc) > age)
-}
-
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -336,10 +332,5 @@ mod tests {
             "CONTRACT_NOT_FOUND CONV_DUPLICATE"
         ));
         assert!(!is_duplicate("Validation", "CONV_DUPLICATES"));
-        assert!(older_than(
-            "2020-01-01T00:00:00Z",
-            chrono::Duration::days(30)
-        ));
-        assert!(!older_than(&now_text(), chrono::Duration::days(30)));
     }
 }

@@ -9,10 +9,16 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, cli.verbose);
+    init_tracing(cli.log_format, cli.verbose, cli.quiet);
     let mut stdout = std::io::stdout().lock();
-    match commands::run(cli, &mut stdout) {
+    let mut sink = std::io::sink();
+    // `--quiet`: no report on stdout; errors still reach stderr, the exit status says the rest.
+    let out: &mut dyn std::io::Write = if cli.quiet { &mut sink } else { &mut stdout };
+    match commands::run(cli, out) {
         Ok(outcome) => ExitCode::from(outcome.code()),
+        // A reader that went away (`status | head`) is not an error worth a word (ripgrep's
+        // rule): the work is done and recorded; the output was simply not wanted.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("impact-drop: {e}");
             ExitCode::from(Outcome::Fatal.code())
@@ -20,17 +26,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat, verbose: u8) {
-    let default = match verbose {
-        0 => "impact_drop=info",
-        1 => "impact_drop=debug",
+fn init_tracing(format: LogFormat, verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "impact_drop=error",
+        (false, 0) => "impact_drop=info",
+        (false, 1) => "impact_drop=debug",
         _ => "impact_drop=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(impact_drop::commands::colour_on_stderr())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

@@ -34,7 +34,7 @@ pub struct Options {
 }
 
 /// What a sending session did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     pub requests: u64,
     pub accepted: u64,
@@ -250,7 +250,8 @@ pub async fn send_pending(
             }
             Answer::Fatal { message, .. } => {
                 if summary.fatal.is_none() {
-                    tracing::error!("{message}; sending stopped");
+                    // Said once: by the run report, or by the daemon's alert.
+                    tracing::debug!("{message}; sending stopped");
                     summary.fatal = Some(message);
                 }
                 stopping = true;

@@ -349,7 +349,17 @@ fn a_401_stops_everything_and_a_rerun_with_the_right_token_sends_all() {
     env.drop_file("orders.csv", &orders(1, 20, 1));
     let r = env.run_with_token(&["run"], "wrong-token");
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("IMPACT_AUTH_TOKEN"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("impact-drop: error: ") && r.stderr.contains("IMPACT_AUTH_TOKEN"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.matches("IMPACT_AUTH_TOKEN").count(),
+        1,
+        "said once: {}",
+        r.stderr
+    );
     assert!(!r.stdout.contains("wrong-token") && !r.stderr.contains("wrong-token"));
     assert_eq!(env.sandbox.stats().accepted, 0);
     assert!(env.ledger_states().values().all(|s| s == "pending"));

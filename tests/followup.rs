@@ -264,7 +264,7 @@ fn an_old_conversion_ends_unknown_and_a_401_stops_follow_ups() {
     let r = run_in(e.dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", "wrong")]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("error: ") && r.stdout.contains("IMPACT_AUTH_TOKEN"),
+        r.stderr.contains("impact-drop: error: ") && r.stderr.contains("IMPACT_AUTH_TOKEN"),
         "{}",
         r.stdout
     );

@@ -128,11 +128,11 @@ fn a_redirect_is_never_followed_and_stops_sending() {
     let (r, _) = run(dir.path(), &["run"]);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(
-        r.stdout
+        r.stderr
             .contains("redirect to https://elsewhere.example/steal")
-            && r.stdout.contains("base_url"),
+            && r.stderr.contains("base_url"),
         "{}",
-        r.stdout
+        r.stderr
     );
     assert_eq!(states(dir.path()), vec!["pending"; 3], "nothing marked");
 }

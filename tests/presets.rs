@@ -446,7 +446,20 @@ fn show_says_where_each_field_came_from() {
         text.push_str(&l);
         text.push('\n');
     }
-    let r = check_preset("shopify-csv", "", "orders_export.csv", text.as_bytes());
+    let dir = workspace("[source]\nformat = \"shopify-csv\"\n");
+    let plain = check_bytes(
+        dir.path(),
+        "orders_export.csv",
+        text.as_bytes(),
+        &["--show"],
+    );
+    assert!(!plain.stdout.contains(" <- "), "--show alone: bodies only");
+    let r = check_bytes(
+        dir.path(),
+        "orders_export.csv",
+        text.as_bytes(),
+        &["--show", "--sources"],
+    );
     for expected in [
         "#   CampaignId <- [defaults]",
         "#   OrderId <- \"Name\", line 2",

@@ -123,6 +123,9 @@ struct JsonFile<'a> {
     filtered_rows: u64,
     filtered: &'a [Filtered],
     notes: &'a [String],
+    /// Without a config file: the preset the header fits, when it is not the one used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suggested_format: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     conversions: Option<&'a [Shown]>,
 }
@@ -142,6 +145,7 @@ pub fn run(
     config: &Config,
     paths: &[PathBuf],
     show: bool,
+    sources: bool,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CommandError> {
@@ -182,9 +186,27 @@ pub fn run(
                     writeln!(out, "error: {e}")?;
                 }
             }
-            Ok(report) => {
+            Ok(mut report) => {
                 // Orders come as they complete; they are shown in file order.
                 shown.sort_by_key(|s| s.lines.first().copied());
+                report
+                    .invalid
+                    .sort_by_key(|i| i.lines.first().map(|l| l.line));
+                let suggested = if config.file.is_none() {
+                    suggest_format(path, &stages, &config.source.format)
+                } else {
+                    None
+                };
+                if let Some(f) = suggested {
+                    if !json {
+                        writeln!(
+                            out,
+                            "note: there is no config file, so {} was read as format = \"{}\"; its header is a {f} export's: put [source] format = \"{f}\" in impact-drop.toml (or set IMPACT_DROP_FORMAT={f})",
+                            path.display(),
+                            config.source.format
+                        )?;
+                    }
+                }
                 for s in &mut shown {
                     s.attribute(&report, config, &stages);
                 }
@@ -217,11 +239,12 @@ pub fn run(
                         filtered_rows: report.filtered_rows(),
                         filtered: &report.filtered,
                         notes: &report.notes,
+                        suggested_format: suggested,
                         conversions: show.then_some(shown.as_slice()),
                     };
                     json_files.push(serde_json::to_value(&file).unwrap_or_default());
                 } else {
-                    write_human(out, &report, &shown)?;
+                    write_human(out, &report, &shown, sources)?;
                 }
             }
         }
@@ -232,8 +255,7 @@ pub fn run(
             "totals": totals,
             "exit": outcome.code(),
         });
-        serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other)?;
-        writeln!(out)?;
+        super::write_json(out, &doc)?;
     } else {
         let filtered = if totals.filtered_orders > 0 {
             format!(", {} filtered", totals.filtered_orders)
@@ -255,6 +277,17 @@ pub fn run(
         )?;
     }
     Ok(outcome)
+}
+
+/// The preset a CSV file's header fits, when it is not `used` (`None` for JSONL, an
+/// unreadable header, or a header no preset recognises).
+fn suggest_format(path: &std::path::Path, stages: &Stages, used: &str) -> Option<&'static str> {
+    if crate::read::FileKind::from_path(path) != Some(crate::read::FileKind::Csv) {
+        return None;
+    }
+    let input = crate::read::open(path, stages.decoding).ok()?;
+    let reader = crate::read::csv::CsvReader::new(input, stages.delimiter).ok()??;
+    crate::profile::fitting_preset(&reader.header().names).filter(|f| *f != used)
 }
 
 fn plural(n: u64) -> &'static str {
@@ -300,7 +333,12 @@ pub fn line_ranges(lines: impl IntoIterator<Item = u64>) -> String {
     parts.join(", ")
 }
 
-fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io::Result<()> {
+fn write_human(
+    out: &mut dyn Write,
+    r: &FileReport,
+    shown: &[Shown],
+    sources: bool,
+) -> std::io::Result<()> {
     let path = r.path.as_path();
     for s in shown {
         writeln!(
@@ -330,7 +368,7 @@ fn write_human(out: &mut dyn Write, r: &FileReport, shown: &[Shown]) -> std::io:
                 s.sale_amount
             )?,
         }
-        for p in &s.sources {
+        for p in s.sources.iter().filter(|_| sources) {
             match p.line {
                 Some(l) => writeln!(out, "#   {} <- {}, line {l}", p.field, p.from)?,
                 None => writeln!(out, "#   {} <- {}", p.field, p.from)?,

@@ -15,10 +15,12 @@ use crate::plan::Mode;
 use crate::state::{ConvState, RowState, StateName};
 use crate::submit::{Progress, Summary};
 
-/// Runs a delivery from the CLI (its own runtime).
+/// Runs a delivery from the CLI (its own runtime); `json` prints the report as one JSON
+/// document instead of lines.
 pub fn run(
     config: &Config,
     request: Request,
+    json: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CommandError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -29,7 +31,7 @@ pub fn run(
     let cancel = CancellationToken::new();
     rt.block_on(async {
         super::stop_on_signals(cancel.clone());
-        deliver(config, request, cancel, out).await
+        deliver(config, request, cancel, json, out).await
     })
 }
 
@@ -85,11 +87,15 @@ pub async fn deliver(
     config: &Config,
     request: Request,
     cancel: CancellationToken,
+    json: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CommandError> {
-    if let Mode::Replay {
-        resend_accepted: true,
-    } = request.mode
+    if let (
+        Mode::Replay {
+            resend_accepted: true,
+        },
+        false,
+    ) = (request.mode, json)
     {
         writeln!(
             out,
@@ -99,7 +105,7 @@ pub async fn deliver(
     }
     let command = request.command;
     let progress = |pending: u64, per_hour: u32| -> Arc<dyn Progress> {
-        if std::io::stderr().is_terminal() && pending >= 20 {
+        if std::io::stderr().is_terminal() && pending >= 20 && !json {
             let bar = indicatif::ProgressBar::new(pending);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -120,6 +126,11 @@ pub async fn deliver(
     };
     let done = pipeline::deliver(config, request, cancel, progress).await?;
 
+    if json {
+        let outcome = outcome_of(&done);
+        super::write_json(out, &JsonReport::of(command, &done, outcome))?;
+        return Ok(outcome);
+    }
     // Report.
     let mut problems = !done.unreadable.is_empty();
     for e in &done.unreadable {
@@ -138,12 +149,13 @@ pub async fn deliver(
         writeln!(out, "{}", follow_line(f, &done.at_impact))?;
         problems |= f.failed > 0 || f.unknown > 0;
     }
+    // A fatal condition is said once, on stderr (as cargo does), even with --quiet.
     if let Some(fatal) = &summary.fatal {
-        writeln!(out, "error: {fatal}")?;
+        eprintln!("impact-drop: error: {fatal}");
         return Ok(Outcome::Fatal);
     }
     if let Some(denied) = done.followed.as_ref().and_then(|f| f.denied.as_ref()) {
-        writeln!(out, "error: {denied}")?;
+        eprintln!("impact-drop: error: {denied}");
         return Ok(Outcome::Fatal);
     }
     Ok(if problems || done.pending > 0 || summary.rejected > 0 {
@@ -151,6 +163,127 @@ pub async fn deliver(
     } else {
         Outcome::Clean
     })
+}
+
+/// How a delivery ends: fatal (credentials, account), problems (something rejected,
+/// invalid, failed at impact, unknown or still pending), or clean.
+fn outcome_of(done: &pipeline::Delivered) -> Outcome {
+    let followed = done.followed.as_ref();
+    if done.summary.fatal.is_some() || followed.is_some_and(|f| f.denied.is_some()) {
+        return Outcome::Fatal;
+    }
+    let rows_need_work = done
+        .seen
+        .iter()
+        .filter_map(|s| s.stats.as_ref())
+        .any(|st| st.by_state.needing_attention() > 0);
+    let problems = !done.unreadable.is_empty()
+        || rows_need_work
+        || done.pending > 0
+        || done.summary.rejected > 0
+        || followed.is_some_and(|f| f.failed > 0 || f.unknown > 0);
+    if problems {
+        Outcome::Problems
+    } else {
+        Outcome::Clean
+    }
+}
+
+/// `run --json` and `send --json`: one document (documented in the README).
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    command: &'a str,
+    files: Vec<JsonFile<'a>>,
+    /// Files that could not be taken in, with why.
+    unreadable: Vec<String>,
+    /// What sending did.
+    sent: &'a Summary,
+    /// Conversions still pending when the run ended.
+    pending: u64,
+    /// What this run's follow-up found (`null`: none ran).
+    follow_up: Option<&'a crate::followup::Summary>,
+    /// Follow-up outcomes over the whole ledger.
+    at_impact: &'a crate::ledger::FollowCounts,
+    exit: u8,
+}
+
+#[derive(serde::Serialize)]
+struct JsonFile<'a> {
+    path: String,
+    /// `planned` (read now), `resumed` (read by an earlier run that stopped), `duplicate`
+    /// (same content as an earlier file), or `earlier` (an earlier run's file finished now).
+    intake: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate_of: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<&'a FileStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moved_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejects: Option<String>,
+    file_problems: &'a [crate::model::Problem],
+    invalid: &'a [crate::validate::Invalid],
+    row_problems: &'a [crate::model::Problem],
+    filtered: &'a [crate::intake::Filtered],
+    /// Orders changed after they were sent: `(key, lines)`.
+    changed: Vec<String>,
+}
+
+impl<'a> JsonReport<'a> {
+    fn of(command: &'a str, done: &'a pipeline::Delivered, outcome: Outcome) -> JsonReport<'a> {
+        let files = done
+            .seen
+            .iter()
+            .map(|s| {
+                let (intake, report, plan) = match &s.intake {
+                    Some(Intake::Planned { report, plan, .. }) => {
+                        ("planned", Some(report), Some(plan))
+                    }
+                    Some(Intake::Duplicate { .. }) => ("duplicate", None, None),
+                    Some(Intake::Resumed { .. }) => ("resumed", None, None),
+                    None => ("earlier", None, None),
+                };
+                let empty: &[crate::model::Problem] = &[];
+                JsonFile {
+                    path: s.path.display().to_string(),
+                    intake,
+                    duplicate_of: match &s.intake {
+                        Some(Intake::Duplicate { of, .. }) => Some(of.path.as_str()),
+                        _ => None,
+                    },
+                    stats: s.stats.as_ref(),
+                    moved_to: s
+                        .finished
+                        .as_ref()
+                        .and_then(|f| f.archived_to.as_ref())
+                        .or(s.archived_duplicate.as_ref())
+                        .map(|p| p.display().to_string()),
+                    rejects: s
+                        .finished
+                        .as_ref()
+                        .and_then(|f| f.rejects.as_ref())
+                        .map(|p| p.display().to_string()),
+                    file_problems: report.map_or(empty, |r| &r.file_problems),
+                    invalid: report.map_or(&[], |r| &r.invalid),
+                    row_problems: report.map_or(empty, |r| &r.stray_problems),
+                    filtered: report.map_or(&[], |r| &r.filtered),
+                    changed: plan.map_or_else(Vec::new, |p| {
+                        p.changed.iter().map(|c| c.key.to_string()).collect()
+                    }),
+                }
+            })
+            .collect();
+        JsonReport {
+            command,
+            files,
+            unreadable: done.unreadable.iter().map(ToString::to_string).collect(),
+            sent: &done.summary,
+            pending: done.pending,
+            follow_up: done.followed.as_ref(),
+            at_impact: &done.at_impact,
+            exit: outcome.code(),
+        }
+    }
 }
 
 /// `send --dry-run`: what `send` would do, through the same intake, planned against the
@@ -205,11 +338,41 @@ pub fn dry_run(
 }
 
 fn lines_text(lines: &[crate::model::LineRef]) -> String {
+    let numbers: Vec<u64> = lines.iter().map(|l| l.line).collect();
+    lines_text_of(&numbers)
+}
+
+/// `line 4`, `lines 4-6, 32`.
+fn lines_text_of(lines: &[u64]) -> String {
     format!(
         "line{} {}",
         if lines.len() == 1 { "" } else { "s" },
-        super::check::line_ranges(lines.iter().map(|l| l.line))
+        super::check::line_ranges(lines.iter().copied())
     )
+}
+
+/// The most lines of one kind a report lists per file; the rest are counted (cargo's "and N
+/// more"), and `status` or `check` lists them all.
+const LIST_MAX: usize = 10;
+
+/// Writes up to [`LIST_MAX`] items, indented, then how many more there are.
+fn list_capped(
+    out: &mut dyn Write,
+    items: impl Iterator<Item = String>,
+    what: &str,
+) -> std::io::Result<()> {
+    let mut more = 0u64;
+    for (i, item) in items.enumerate() {
+        if i < LIST_MAX {
+            writeln!(out, "  {item}")?;
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        writeln!(out, "  … and {more} more {what} (`--json` lists them all)")?;
+    }
+    Ok(())
 }
 
 fn summary_line(command: &str, s: &Summary, pending: u64) -> String {
@@ -261,8 +424,8 @@ fn follow_line(f: &crate::followup::Summary, all: &crate::ledger::FollowCounts) 
     if all.waiting > 0 {
         line.push_str(" (asked again by the next run or by watch)");
     }
-    if let Some(d) = &f.denied {
-        line.push_str(&format!("; stopped: {d}"));
+    if f.denied.is_some() {
+        line.push_str("; follow-ups stopped (the error says why)");
     }
     line
 }
@@ -321,13 +484,12 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
         .get(RowState::Line(crate::state::LineOutcome::Invalid));
     if st.invalid_orders > 0 {
         parts.push(format!(
-            "{} order{} invalid ({} rows)",
-            st.invalid_orders,
-            if st.invalid_orders == 1 { "" } else { "s" },
-            invalid_rows
+            "{} invalid ({})",
+            super::count(st.invalid_orders, "order"),
+            super::count(invalid_rows, "row")
         ));
     } else if invalid_rows > 0 {
-        parts.push(format!("{invalid_rows} rows invalid"));
+        parts.push(format!("{} invalid", super::count(invalid_rows, "row")));
     }
     // Rows that were not sent for a reason of their own, in report order.
     for (state, n) in st.by_state.nonzero() {
@@ -340,7 +502,12 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
     if parts.is_empty() {
         parts.push("nothing to send".into());
     }
-    write!(out, "{name}: {} rows: {}", st.rows, parts.join(", "))?;
+    write!(
+        out,
+        "{name}: {}: {}",
+        super::count(st.rows, "row"),
+        parts.join(", ")
+    )?;
     if let Some(Intake::Resumed { .. }) = &s.intake {
         write!(out, " (resumed from an earlier run)")?;
     }
@@ -356,7 +523,12 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
     }
     if let Some(f) = &s.finished {
         if let Some(r) = &f.rejects {
-            write!(out, "; {} rows to fix in {}", f.rejected_rows, r.display())?;
+            write!(
+                out,
+                "; {} to fix in {}",
+                super::count(f.rejected_rows as u64, "row"),
+                r.display()
+            )?;
         }
         if let Some(a) = &f.archived_to {
             write!(out, "; moved to {}", a.display())?;
@@ -370,42 +542,55 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
     }
     writeln!(out)?;
     if let Some(Intake::Planned { report, plan, .. }) = &s.intake {
+        let file = Path::new(&s.path);
+        let mut lines: Vec<(u64, String)> = Vec::new();
         for p in &report.file_problems {
-            writeln!(
-                out,
-                "  file refused, every row kept for fixing: {}",
-                location(Path::new(&s.path), p)
-            )?;
+            lines.push((
+                p.line.unwrap_or(0),
+                format!(
+                    "file refused, every row kept for fixing: {}",
+                    location(file, p)
+                ),
+            ));
         }
         for inv in &report.invalid {
             for p in &inv.problems {
-                writeln!(out, "  invalid: {}", location(Path::new(&s.path), p))?;
+                let at = p.line.or(inv.lines.first().map(|l| l.line)).unwrap_or(0);
+                lines.push((at, format!("invalid: {}", location(file, p))));
             }
         }
         for p in &report.stray_problems {
-            writeln!(out, "  invalid: {}", location(Path::new(&s.path), p))?;
+            lines.push((
+                p.line.unwrap_or(0),
+                format!("invalid: {}", location(file, p)),
+            ));
         }
-        for f in &report.filtered {
-            writeln!(
-                out,
-                "  OrderId {} ({}) {}",
-                f.order_id,
-                lines_text(&f.lines),
-                f.reason
-            )?;
-        }
-        for c in &plan.changed {
-            writeln!(
-                out,
-                "  {}: order changed after it was sent; adjust it in impact (lines {})",
-                c.key,
-                c.lines
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )?;
-        }
+        // In file order, whatever order the orders completed in.
+        lines.sort_by_key(|(at, _)| *at);
+        list_capped(out, lines.into_iter().map(|(_, l)| l), "problems")?;
+        list_capped(
+            out,
+            report.filtered.iter().map(|f| {
+                format!(
+                    "OrderId {} ({}) {}",
+                    f.order_id,
+                    lines_text(&f.lines),
+                    f.reason
+                )
+            }),
+            "filtered orders",
+        )?;
+        list_capped(
+            out,
+            plan.changed.iter().map(|c| {
+                format!(
+                    "{}: order changed after it was sent; adjust it in impact ({})",
+                    c.key,
+                    lines_text_of(&c.lines)
+                )
+            }),
+            "changed orders",
+        )?;
     }
     Ok(st.by_state.needing_attention() > 0)
 }

@@ -100,6 +100,42 @@ pub fn stop_on_signals(cancel: tokio_util::sync::CancellationToken) {
     });
 }
 
+/// Whether stderr gets colours: only a terminal, and never with `NO_COLOR` set to anything
+/// but the empty string (no-color.org, as ripgrep and cargo do).
+pub fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+impl CommandError {
+    /// The reader of stdout went away (`impact-drop status | head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            CommandError::Output(e) => e.kind() == std::io::ErrorKind::BrokenPipe,
+            _ => false,
+        }
+    }
+}
+
+/// Writes `value` as pretty JSON and a newline; an I/O error keeps its kind (a closed pipe
+/// stays a closed pipe).
+pub fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(|e| match e.io_error_kind() {
+        Some(kind) => std::io::Error::new(kind, e),
+        None => std::io::Error::other(e),
+    })?;
+    writeln!(out)
+}
+
+/// `1 row`, `2 rows`: a count and its noun, in the singular for one.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// The command line as given, for the ledger's audit trail of runs.
 pub fn command_line() -> String {
     std::env::args().skip(1).collect::<Vec<_>>().join(" ")
@@ -142,21 +178,33 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
             };
             return sandbox::serve(*port, account_sid, token, faults, out);
         }
-        Command::Demo { samples } => return sandbox::demo(samples, out),
+        Command::Demo { samples } => return sandbox::demo(samples.as_deref(), out),
+        // Generated from the CLI definition itself, so they never miss a subcommand or flag.
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "impact-drop", out);
+            return Ok(Outcome::Clean);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)?;
+            return Ok(Outcome::Clean);
+        }
         _ => {}
     }
     let mut config = config::load(cli.config.as_deref())?;
     config.allow_new_ledger = cli.new_ledger;
     match cli.command {
         Command::Watch => watch::run(config),
-        Command::Run => deliver::run(
+        Command::Run { json } => deliver::run(
             &config,
             deliver::Request {
                 args: command_line(),
                 command: "run",
                 files: None,
                 mode: Mode::Normal,
+                warn: true,
             },
+            json,
             out,
         ),
         Command::Send {
@@ -164,6 +212,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
             replay,
             resend_accepted,
             dry_run,
+            json,
         } => {
             let mode = if replay {
                 Mode::Replay { resend_accepted }
@@ -180,13 +229,31 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CommandError> {
                     command: "send",
                     files: Some(files),
                     mode,
+                    warn: true,
                 },
+                json,
                 out,
             )
         }
         Command::Status { json, files } => status::run(&config, json, files, out),
-        Command::Sandbox { .. } | Command::Demo { .. } => Ok(Outcome::Clean),
-        Command::Check { files, show, json } => check::run(&config, &files, show, json, out),
+        Command::Sandbox { .. }
+        | Command::Demo { .. }
+        | Command::Completions { .. }
+        | Command::Man => Ok(Outcome::Clean),
+        Command::Check {
+            files,
+            show,
+            sources,
+            json,
+        } => {
+            // No file named: the drop folder, as `run` would read it.
+            let files = if files.is_empty() {
+                vec![config.source.drop_dir.clone()]
+            } else {
+                files
+            };
+            check::run(&config, &files, show, sources, json, out)
+        }
         Command::Config => {
             out.write_all(config.dump().as_bytes())?;
             Ok(Outcome::Clean)

@@ -59,22 +59,68 @@ pub fn serve(
 const DEMO_SID: &str = "IRDEMO0000000000000000000001";
 const DEMO_TOKEN: &str = "demo-sandbox-token";
 
-/// Copies the sample exports to a temporary drop folder, runs the delivery against a sandbox
-/// on 127.0.0.1, and shows what the sandbox received.
-pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let mut config = config::load(Some(&samples.join("impact-drop.toml")))?;
+/// The bundled samples, built into the binary so `demo` works from any folder.
+const SAMPLES: &[(&str, &str)] = &[
+    (
+        "impact-drop.toml",
+        include_str!("../../samples/impact-drop.toml"),
+    ),
+    ("bad-rows.csv", include_str!("../../samples/bad-rows.csv")),
+    (
+        "orders-ftp-template.csv",
+        include_str!("../../samples/orders-ftp-template.csv"),
+    ),
+    ("orders.csv", include_str!("../../samples/orders.csv")),
+    ("orders.jsonl", include_str!("../../samples/orders.jsonl")),
+    ("seed.csv", include_str!("../../samples/seed.csv")),
+];
+
+/// Copies the sample exports (the bundled ones, or those of `samples`) to a temporary drop
+/// folder, runs the delivery against a sandbox on 127.0.0.1, and shows what the sandbox
+/// received.
+pub fn demo(samples: Option<&Path>, out: &mut dyn Write) -> Result<Outcome, CommandError> {
     let work = tempfile::tempdir().map_err(CommandError::Output)?;
     let drop_dir = work.path().join("exports");
     std::fs::create_dir_all(&drop_dir)?;
+    // The config is a private copy in the temporary folder: the demo warns about nothing of
+    // the repository's own files.
+    let config_path = work.path().join("impact-drop.toml");
     let mut copied = Vec::new();
-    for entry in std::fs::read_dir(samples)? {
-        let path = entry?.path();
-        if path.is_file() && crate::read::FileKind::from_path(&path).is_some() {
-            let name = path.file_name().unwrap_or_default().to_owned();
-            std::fs::copy(&path, drop_dir.join(&name))?;
-            copied.push(name.to_string_lossy().into_owned());
+    match samples {
+        None => {
+            for (name, text) in SAMPLES {
+                let to = if *name == "impact-drop.toml" {
+                    config_path.clone()
+                } else {
+                    copied.push((*name).to_owned());
+                    drop_dir.join(name)
+                };
+                std::fs::write(to, text)?;
+            }
+        }
+        Some(dir) => {
+            std::fs::copy(dir.join("impact-drop.toml"), &config_path).map_err(|e| {
+                CommandError::Config(config::ConfigError::Read {
+                    path: dir.join("impact-drop.toml"),
+                    source: e,
+                })
+            })?;
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.is_file() && crate::read::FileKind::from_path(&path).is_some() {
+                    let name = path.file_name().unwrap_or_default().to_owned();
+                    std::fs::copy(&path, drop_dir.join(&name))?;
+                    copied.push(name.to_string_lossy().into_owned());
+                }
+            }
         }
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let mut config = config::load(Some(&config_path))?;
     copied.sort();
     runtime()?.block_on(async {
         let sandbox = Sandbox::start(
@@ -109,8 +155,10 @@ pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError
             command: "demo",
             files: None,
             mode: Mode::Normal,
+            // The demo's sandbox and config are its own: nothing to warn about.
+            warn: false,
         };
-        let outcome = deliver(&config, request, CancellationToken::new(), out).await?;
+        let outcome = deliver(&config, request, CancellationToken::new(), false, out).await?;
         let received = sandbox.received();
         writeln!(
             out,
@@ -129,12 +177,19 @@ pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError
         // Show the rejects file of the sample with bad rows.
         let processed = drop_dir.join("processed");
         if let Some(rejects) = find_rejects(&processed) {
-            writeln!(out, "\nrows to fix and drop again ({}):", rejects.display())?;
+            writeln!(
+                out,
+                "\nrows to fix and drop again ({}; the demo's temporary folder is removed when it exits):",
+                rejects.display()
+            )?;
             out.write_all(&std::fs::read(&rejects)?)?;
         }
         // The same export dropped again under another name: recognised by content.
         if copied.iter().any(|n| n == "seed.csv") {
-            std::fs::copy(samples.join("seed.csv"), drop_dir.join("seed (copy).csv"))?;
+            std::fs::copy(
+                processed_copy(&drop_dir, "seed.csv").unwrap_or_else(|| drop_dir.join("seed.csv")),
+                drop_dir.join("seed (copy).csv"),
+            )?;
             writeln!(
                 out,
                 "\nThe seed export dropped again as \"seed (copy).csv\", and a second run:"
@@ -145,8 +200,9 @@ pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError
                 command: "demo",
                 files: None,
                 mode: Mode::Normal,
+                warn: false,
             };
-            deliver(&config, second, CancellationToken::new(), out).await?;
+            deliver(&config, second, CancellationToken::new(), false, out).await?;
             writeln!(
                 out,
                 "impact received {} more requests: nothing is sent twice.",
@@ -159,6 +215,20 @@ pub fn demo(samples: &Path, out: &mut dyn Write) -> Result<Outcome, CommandError
             _ => Outcome::Clean,
         })
     })
+}
+
+/// The archived copy of `name` under `<drop_dir>/processed/<day>/`.
+fn processed_copy(drop_dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    for day in std::fs::read_dir(drop_dir.join("processed"))
+        .ok()?
+        .flatten()
+    {
+        let p = day.path().join(name);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    None
 }
 
 fn find_rejects(dir: &Path) -> Option<std::path::PathBuf> {

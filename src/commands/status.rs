@@ -1,5 +1,6 @@
 //! `impact-drop status`: what the ledger knows, enough to account for every row of every file.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
@@ -14,8 +15,10 @@ use crate::ledger::{
 struct Status {
     ledger: String,
     ledger_bytes: u64,
-    files: Vec<(String, u64)>,
-    conversions: Vec<(String, u64)>,
+    /// Files by state: every state, 0 when none.
+    files: BTreeMap<&'static str, u64>,
+    /// Conversions by state: every state, 0 when none.
+    conversions: BTreeMap<&'static str, u64>,
     oldest_pending: Option<String>,
     /// How long the pending backlog takes at the configured budget, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,28 +76,34 @@ pub fn run(
         per_file: ledger.file_stats(None, limit)?,
     };
     if json {
-        serde_json::to_writer_pretty(&mut *out, &status).map_err(std::io::Error::other)?;
-        writeln!(out)?;
+        super::write_json(out, &status)?;
         return Ok(Outcome::Clean);
     }
-    let list = |v: &[(String, u64)]| {
-        if v.is_empty() {
+    let list = |v: &BTreeMap<&'static str, u64>, order: &[&'static str]| {
+        let parts: Vec<String> = order
+            .iter()
+            .filter_map(|s| v.get(s).filter(|n| **n > 0).map(|n| format!("{n} {s}")))
+            .collect();
+        if parts.is_empty() {
             "none".to_owned()
         } else {
-            v.iter()
-                .map(|(s, n)| format!("{n} {s}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            parts.join(", ")
         }
     };
+    let file_order: Vec<&'static str> = FileState::ALL.iter().map(|s| s.sql()).collect();
+    let conv_order: Vec<&'static str> = ConvState::ALL.iter().map(|s| s.sql()).collect();
     writeln!(
         out,
         "ledger: {} ({:.1} MB)",
         status.ledger,
         status.ledger_bytes as f64 / 1e6
     )?;
-    writeln!(out, "files: {}", list(&status.files))?;
-    writeln!(out, "conversions: {}", list(&status.conversions))?;
+    writeln!(out, "files: {}", list(&status.files, &file_order))?;
+    writeln!(
+        out,
+        "conversions: {}",
+        list(&status.conversions, &conv_order)
+    )?;
     if let Some(p) = &status.oldest_pending {
         writeln!(out, "oldest pending since: {p}")?;
     }
@@ -183,10 +192,13 @@ pub fn run(
     Ok(Outcome::Clean)
 }
 
-/// `(state name, count)` pairs.
-fn named<S: StateName>(counts: Vec<(S, u64)>) -> Vec<(String, u64)> {
-    counts
-        .into_iter()
-        .map(|(s, n)| (s.sql().to_owned(), n))
+/// Every state's name with its count (0 when none).
+fn named<S: StateName>(counts: Vec<(S, u64)>) -> BTreeMap<&'static str, u64> {
+    S::ALL
+        .iter()
+        .map(|s| {
+            let n = counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n);
+            (s.sql(), n)
+        })
         .collect()
 }

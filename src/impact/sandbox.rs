@@ -30,6 +30,18 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Every request the sandbox serves (the README documents each).
+pub const ENDPOINTS: &[&str] = &[
+    "POST /Mediapartners/{SID}/PartnerConversions",
+    "POST /Advertisers/{SID}/Conversions",
+    "GET /Mediapartners/{SID}/APISubmissions/{BatchId}",
+    "GET /Advertisers/{SID}/APISubmissions/{BatchId}",
+    "GET /_sandbox/received",
+    "GET /_sandbox/stats",
+    "GET /_sandbox/asked",
+    "PUT /_sandbox/faults",
+];
+
 /// Faults to inject. All off by default.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

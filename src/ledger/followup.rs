@@ -15,7 +15,6 @@ pub struct FollowDue {
     pub file_id: i64,
     pub queued_uri: String,
     pub polls: u32,
-    pub accepted_at: String,
     /// Handed to a sender more often than impact's answers were recorded, or answered
     /// uncertainly: a copy may have reached impact before the one accepted.
     pub maybe_sent_before: bool,
@@ -94,7 +93,6 @@ impl Ledger {
             .prepare_cached(
                 "SELECT c.id AS id, c.order_id AS order_id, f.file_id AS file_id,
                     COALESCE(c.queued_uri, '') AS queued_uri, f.polls AS polls,
-                    COALESCE(c.accepted_at, c.updated_at) AS accepted_at,
                     (c.dispatches > c.attempts OR c.uncertain > 0) AS before
                  FROM followups f INDEXED BY followups_due
                  JOIN conversions c ON c.id = f.conversion_id
@@ -110,7 +108,6 @@ impl Ledger {
                     file_id: r.get("file_id")?,
                     queued_uri: r.get("queued_uri")?,
                     polls: r.get::<_, i64>("polls")?.max(0) as u32,
-                    accepted_at: r.get("accepted_at")?,
                     maybe_sent_before: r.get("before")?,
                 })
             })
@@ -178,6 +175,21 @@ impl Ledger {
         }
         tx.commit().map_err(sql(&path, "commit follow-ups"))?;
         Ok(files)
+    }
+
+    /// Waiting follow-ups of conversions accepted before `cutoff` end `unknown` (no question
+    /// needed); returns how many.
+    pub fn expire_followups(&mut self, cutoff: &str, why: &str) -> Result<u64> {
+        self.conn
+            .execute(
+                "UPDATE followups SET state = 'unknown', next_at = NULL, impact_status = ?2,
+                    updated_at = ?3
+                 WHERE state = 'waiting' AND (SELECT COALESCE(c.accepted_at, c.updated_at)
+                    FROM conversions c WHERE c.id = followups.conversion_id) < ?1",
+                params![cutoff, why, now_text()],
+            )
+            .map(|n| n as u64)
+            .map_err(sql(&self.path, "give up old follow-ups"))
     }
 
     /// Every waiting follow-up becomes `unavailable` (impact offers none to this account).

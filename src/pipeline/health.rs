@@ -122,7 +122,8 @@ async fn answer(
     }
 }
 
-async fn metrics(state: &DaemonState, ledger: &SharedLedger) -> String {
+/// The Prometheus text of `/metrics` (public for the test that the README names every metric).
+pub async fn metrics(state: &DaemonState, ledger: &SharedLedger) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String)]| {

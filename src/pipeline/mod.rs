@@ -248,7 +248,7 @@ impl Delivery {
                     }
                     Record::DryRun => f.id,
                 };
-                tracing::info!(file = %shown, duplicate_of = f.id, "same content as {}: nothing sent", f.path);
+                tracing::debug!(file = %shown, duplicate_of = f.id, "same content as {}: nothing sent", f.path);
                 return Ok(Intake::Duplicate { file_id, of: f });
             }
             (Some(f), Mode::Replay { .. }) => PlanFile::Existing(f.id),
@@ -269,8 +269,29 @@ impl Delivery {
         })?;
         // Orders arrive as they complete; they are planned (and sent) in file order.
         conversions.sort_by_key(|(c, _)| c.lines().first().map(|l| l.line));
-        for note in report.notes.iter().filter(|n| n.starts_with("impact's ")) {
-            tracing::info!(file = %shown, "{note}");
+        // Fields the endpoint does not define: a line each when few, else one line naming
+        // them (`check` gives each with its column).
+        let ignored: Vec<&String> = report
+            .notes
+            .iter()
+            .filter(|n| n.starts_with("impact's "))
+            .collect();
+        if ignored.len() <= 3 {
+            for note in ignored {
+                tracing::info!(file = %shown, "{note}");
+            }
+        } else {
+            let names: Vec<&str> = ignored
+                .iter()
+                .filter_map(|n| n.split(" ignores ").nth(1)?.split(' ').next())
+                .collect();
+            tracing::info!(
+                file = %shown,
+                "impact's {} endpoint ignores {} fields of this file, not sent: {} (`impact-drop check` names their columns)",
+                self.config.impact.endpoint.as_str(),
+                names.len(),
+                names.join(", ")
+            );
         }
         // The content must still be what was hashed: a file rewritten or truncated while it
         // was read is not planned (no order goes with part of its rows); it is read again
@@ -556,6 +577,8 @@ pub struct Request {
     /// Named files (`send`); `None` scans the drop folder (`run`).
     pub files: Option<Vec<PathBuf>>,
     pub mode: Mode,
+    /// Say the start-up warnings (false for a second delivery in one process: the demo).
+    pub warn: bool,
 }
 
 /// A file as one delivery saw it.
@@ -607,18 +630,22 @@ pub fn request_paths(
 }
 
 /// Checks done before anything is sent: the account, the token, the transport.
-pub fn preflight(config: &Config) -> Result<(String, crate::config::Secret), DeliverError> {
+pub fn preflight(
+    config: &Config,
+    warn: bool,
+) -> Result<(String, crate::config::Secret), DeliverError> {
     let sid = config.impact.require_account_sid()?.to_owned();
     let token = config.impact.auth_token()?;
     match config.check_transport() {
         Err(e) => return Err(DeliverError::Transport(e)),
-        Ok(Some(w)) => tracing::warn!("{w}"),
-        Ok(None) => {}
+        Ok(Some(w)) if warn => tracing::warn!("{w}"),
+        Ok(_) => {}
     }
     for w in config
         .permission_warnings()
         .into_iter()
         .chain(config.endpoint_warnings())
+        .filter(|_| warn)
     {
         tracing::warn!("{w}");
     }
@@ -634,7 +661,7 @@ pub async fn deliver(
     cancel: CancellationToken,
     progress: impl FnOnce(u64, u32) -> Arc<dyn Progress>,
 ) -> Result<Delivered, DeliverError> {
-    let (sid, token) = preflight(config)?;
+    let (sid, token) = preflight(config, request.warn)?;
     let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::open(&config.ledger.path)?));
     let _folder = crate::watch::lock_folder(&config.source.drop_dir, &config.ledger.path)?;
     with_ledger(&ledger, {

@@ -252,6 +252,27 @@ pub const FORMATS: &[&str] = &[
     "custom",
 ];
 
+/// The preset whose columns a header fits best, among the CSV presets (`impact`,
+/// `shopify-csv`, `woocommerce`): the one that recognises the most of the header's columns,
+/// if it recognises at least three. For "without a config, which format is this?".
+pub fn fitting_preset(header: &[String]) -> Option<&'static str> {
+    let folded: std::collections::HashSet<String> =
+        header.iter().map(|n| crate::model::fold_name(n)).collect();
+    ["impact", "shopify-csv", "woocommerce"]
+        .into_iter()
+        .filter_map(|name| {
+            let p = Profile::preset(name)?;
+            let hits = p
+                .rules
+                .iter()
+                .filter(|r| folded.contains(&crate::model::fold_name(&r.source)))
+                .count();
+            (hits >= 3).then_some((hits, name))
+        })
+        .max_by_key(|(hits, _)| *hits)
+        .map(|(_, name)| name)
+}
+
 /// impact's FTP batch template names, so a file made for impact's own import works as is.
 /// `(column, field, field when the file has item columns)`.
 const IMPACT_ALIASES: &[(&str, &str, Option<&str>)] = &[
@@ -442,6 +463,22 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_names_the_preset_it_fits() {
+        let h = |s: &str| s.split(',').map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            fitting_preset(&h("Name,Email,Financial Status,Paid at,Currency,Subtotal,Lineitem quantity,Lineitem name,Lineitem price,Lineitem sku,Created at")),
+            Some("shopify-csv")
+        );
+        assert_eq!(
+            fitting_preset(&h(
+                "OrderId,EventDate,CurrencyCode,ItemSku,ItemQuantity,ItemPrice"
+            )),
+            Some("impact")
+        );
+        assert_eq!(fitting_preset(&h("a,b,c")), None);
+    }
 
     #[test]
     fn presets_name_real_fields() {
