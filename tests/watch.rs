@@ -616,9 +616,12 @@ fn one_writer_per_ledger_and_per_drop_folder_whatever_the_path() {
     };
     let second = run_with("alias.sqlite");
     assert_eq!(second.code, 2, "{}", second.stderr);
+    let pid = d.child.as_ref().unwrap().id();
     assert!(
-        second.stderr.contains("is in use by another impact-drop"),
-        "{}",
+        second.stderr.contains(&format!(
+            "is in use by another impact-drop (pid {pid}: impact-drop watch)"
+        )),
+        "the holder is named: {}",
         second.stderr
     );
     let other = run_with("other.sqlite");

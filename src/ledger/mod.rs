@@ -36,10 +36,14 @@ pub use report::{FileStats, NotSent, Pruned, RecentError, RowCounts};
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error(
-        "the ledger {path} is in use by another impact-drop (it holds a lock on the file \
-         itself): stop the other instance first, or give this one its own [ledger] path"
+        "the ledger {path} is in use by another impact-drop{holder} (it holds a lock on the \
+         file itself): stop the other instance first, or give this one its own [ledger] path"
     )]
-    Locked { path: PathBuf },
+    Locked {
+        path: PathBuf,
+        /// ` (pid 1234: impact-drop watch)` when the system says who holds it, else empty.
+        holder: String,
+    },
     #[error(
         "the ledger {path} was written by a newer impact-drop (schema version {found}, this \
          build knows up to {known}): upgrade impact-drop; the file was not changed"
@@ -218,6 +222,7 @@ impl Ledger {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(LedgerError::Locked {
                     path: path.to_owned(),
+                    holder: lock_holder(&lock).unwrap_or_default(),
                 })
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
@@ -438,6 +443,50 @@ fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) ->
             context,
             source,
         }
+    }
+}
+
+/// Who holds the flock on `file`, from Linux's `/proc/locks` (`FLOCK ADVISORY WRITE <pid>
+/// <major>:<minor>:<inode> …`) and the holder's command line: ` (pid 1234: impact-drop
+/// watch)`. `None` elsewhere or when it cannot be told.
+fn lock_holder(file: &File) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let inode = file.metadata().ok()?.ino().to_string();
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        let pid = locks.lines().find_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            let at = parts.iter().position(|p| *p == "FLOCK")?;
+            let (pid, id) = (parts.get(at + 3)?, parts.get(at + 4)?);
+            (id.rsplit(':').next() == Some(inode.as_str())).then(|| pid.to_string())
+        })?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let name = args.first().map(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map_or(a.clone(), |n| n.to_string_lossy().into_owned())
+        });
+        let command = name
+            .into_iter()
+            .chain(args.into_iter().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(if command.is_empty() {
+            format!(" (pid {pid})")
+        } else {
+            format!(" (pid {pid}: {command})")
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        None
     }
 }
 
@@ -723,6 +772,11 @@ mod tests {
         let err = Ledger::open(&path).err().unwrap();
         assert!(matches!(err, LedgerError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("another impact-drop"));
+        // The holder is named where the system says (Linux's /proc/locks): here, this test.
+        if std::path::Path::new("/proc/locks").exists() {
+            let pid = format!("(pid {}", std::process::id());
+            assert!(err.to_string().contains(&pid), "{err}");
+        }
         Ledger::open_read(&path).unwrap();
     }
 
