@@ -512,6 +512,7 @@ mod tests {
                 outcome: LineOutcome::Sent,
                 conversion: Some(ConvRef::Planned(i)),
                 reason: None,
+                order_id: None,
             })
             .collect();
         let file = PlanFile::New {

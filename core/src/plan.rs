@@ -179,6 +179,7 @@ pub fn plan(
                 outcome,
                 conversion: conv,
                 reason: reason.clone(),
+                order_id: None,
             });
         }
     }
@@ -191,6 +192,7 @@ pub fn plan(
                 outcome: LineOutcome::Invalid,
                 conversion: None,
                 reason: Some(reason.clone()),
+                order_id: Some(inv.order_id.clone()).filter(|o| !o.is_empty()),
             });
         }
     }
@@ -202,6 +204,7 @@ pub fn plan(
                 outcome: LineOutcome::Filtered,
                 conversion: None,
                 reason: Some(f.reason.clone()),
+                order_id: None,
             });
         }
     }
@@ -214,6 +217,7 @@ pub fn plan(
                 outcome: LineOutcome::Invalid,
                 conversion: None,
                 reason: Some(reason.clone()),
+                order_id: None,
             });
         }
     }
@@ -224,6 +228,7 @@ pub fn plan(
             outcome: LineOutcome::Invalid,
             conversion: None,
             reason: Some(describe(problems)),
+            order_id: None,
         });
     }
     p

@@ -252,6 +252,9 @@ pub struct NewLine {
     pub outcome: LineOutcome,
     pub conversion: Option<ConvRef>,
     pub reason: Option<String>,
+    /// The order an invalid row belongs to, so a later file that gets the order accepted
+    /// shows the row as fixed (`None` for other rows).
+    pub order_id: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -8,8 +8,14 @@ use serde::Serialize;
 use super::{CommandError, Outcome};
 use crate::config::Config;
 use crate::ledger::{
-    ConvState, FileState, FileStats, FollowCounts, Ledger, NotSent, RecentError, StateName,
+    ConvState, FileState, FileStats, FollowCounts, Ledger, NotSent, RecentError, Replay, StateName,
 };
+
+#[derive(Serialize)]
+struct LastFatal {
+    at: String,
+    message: String,
+}
 
 #[derive(Serialize)]
 struct Status {
@@ -30,9 +36,15 @@ struct Status {
     follow_up: String,
     /// What impact did with accepted conversions, as follow-ups found (all files).
     at_impact: FollowCounts,
+    /// The fatal condition that stopped sending last, while it holds (a 401, a 403, a wrong
+    /// account): `{"at", "message"}`.
+    last_fatal: Option<LastFatal>,
     recent_errors: Vec<RecentError>,
-    /// Rows not sent for a reason of their own (invalid, filtered, …), latest files first.
+    /// Rows not sent for a reason of their own (invalid, filtered, …), latest files first;
+    /// `fixed_by` names the later file an invalid row's order was accepted from.
     not_sent: Vec<NotSent>,
+    /// `send --replay` runs, newest first.
+    replays: Vec<Replay>,
     per_file: Vec<FileStats>,
 }
 
@@ -71,8 +83,12 @@ pub fn run(
         oldest_pending: ledger.oldest_pending()?,
         pending_eta: eta.as_ref().map(|(_, t)| t.clone()),
         pending_eta_secs: eta.as_ref().map(|(d, _)| d.as_secs()),
+        last_fatal: ledger
+            .last_fatal()?
+            .map(|(at, message)| LastFatal { at, message }),
         recent_errors: ledger.recent_errors(10)?,
         not_sent: ledger.not_sent(50)?,
+        replays: ledger.replays(10)?,
         per_file: ledger.file_stats(None, limit)?,
     };
     if json {
@@ -114,6 +130,15 @@ pub fn run(
     if let Some(t) = super::deliver::at_impact_text(&status.at_impact) {
         writeln!(out, "at impact: {t}")?;
     }
+    if let Some(f) = &status.last_fatal {
+        writeln!(
+            out,
+            "sending stopped at {}: {} (nothing is sent until it is fixed; {} pending)",
+            f.at,
+            f.message,
+            status.conversions.get("pending").copied().unwrap_or(0)
+        )?;
+    }
     if !status.recent_errors.is_empty() {
         writeln!(out, "last errors:")?;
         for e in &status.recent_errors {
@@ -127,9 +152,11 @@ pub fn run(
             )?;
         }
     }
-    if !status.not_sent.is_empty() {
+    let (fixed, open): (Vec<&NotSent>, Vec<&NotSent>) =
+        status.not_sent.iter().partition(|n| n.fixed_by.is_some());
+    if !open.is_empty() {
         writeln!(out, "rows not sent (latest files first, at most 50):")?;
-        for n in &status.not_sent {
+        for n in open {
             writeln!(
                 out,
                 "  {}:{}: {}: {}",
@@ -137,6 +164,40 @@ pub fn run(
                 n.line,
                 n.outcome.replace('_', " "),
                 n.reason
+            )?;
+        }
+    }
+    if !fixed.is_empty() {
+        writeln!(
+            out,
+            "rows fixed since (their order was accepted from a later file):"
+        )?;
+        for n in fixed {
+            writeln!(
+                out,
+                "  {}:{}: was {}; accepted from {}",
+                n.file,
+                n.line,
+                n.outcome.replace('_', " "),
+                n.fixed_by.as_deref().unwrap_or_default()
+            )?;
+        }
+    }
+    if !status.replays.is_empty() {
+        writeln!(out, "replays (newest first):")?;
+        for r in &status.replays {
+            writeln!(
+                out,
+                "  {} by {}: {} ({} queued{})",
+                r.at,
+                r.user,
+                r.file,
+                r.queued,
+                if r.resend_accepted {
+                    ", accepted ones resent"
+                } else {
+                    ""
+                }
             )?;
         }
     }

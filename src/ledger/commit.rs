@@ -226,11 +226,18 @@ impl Ledger {
                 .prepare_cached(
                     // An upsert, not INSERT OR REPLACE: a replacing delete fires no trigger,
                     // and the tallies follow triggers.
-                    "INSERT INTO lines (file_id, line, hash, conversion_id, outcome, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    // A line this file sent keeps `sent` when a replay finds its conversion
+                    // already accepted: the file's own account is not rewritten.
+                    "INSERT INTO lines (file_id, line, hash, conversion_id, outcome, reason,
+                        order_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (file_id, line) DO UPDATE SET hash = excluded.hash,
-                        conversion_id = excluded.conversion_id, outcome = excluded.outcome,
-                        reason = excluded.reason",
+                        conversion_id = excluded.conversion_id,
+                        outcome = CASE WHEN lines.outcome = 'sent'
+                            AND excluded.outcome = 'already_sent'
+                            AND lines.conversion_id IS excluded.conversion_id
+                          THEN 'sent' ELSE excluded.outcome END,
+                        reason = excluded.reason, order_id = excluded.order_id",
                 )
                 .map_err(sql(&path, "record lines"))?;
             for l in lines {
@@ -245,7 +252,8 @@ impl Ledger {
                     &l.hash.0[..],
                     conv,
                     l.outcome.as_str(),
-                    l.reason
+                    l.reason,
+                    l.order_id
                 ])
                 .map_err(sql(&path, "record lines"))?;
             }

@@ -7,6 +7,9 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::*;
 
+/// The `meta` key of the last fatal condition.
+const LAST_FATAL: &str = "last_fatal";
+
 /// An accepted conversion whose outcome at impact is due to be asked.
 #[derive(Clone, Debug)]
 pub struct FollowDue {
@@ -210,6 +213,30 @@ impl Ledger {
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(sql(&self.path, "read a fact"))
+    }
+
+    pub fn clear_meta(&mut self, key: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM meta WHERE key = ?1", [key])
+            .map(|_| ())
+            .map_err(sql(&self.path, "clear a fact"))
+    }
+
+    /// Records the fatal condition that stopped sending (`None`: sending works again), for
+    /// `status`.
+    pub fn set_last_fatal(&mut self, message: Option<&str>) -> Result<()> {
+        match message {
+            Some(m) => self.set_meta(LAST_FATAL, &format!("{}\t{m}", now_text())),
+            None => self.clear_meta(LAST_FATAL),
+        }
+    }
+
+    /// `(when, message)` of the fatal condition that stopped sending last, if it still holds.
+    pub fn last_fatal(&self) -> Result<Option<(String, String)>> {
+        Ok(self.meta(LAST_FATAL)?.and_then(|v| {
+            let (at, m) = v.split_once('\t')?;
+            Some((at.to_owned(), m.to_owned()))
+        }))
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {

@@ -31,7 +31,7 @@ mod report;
 mod schema;
 
 pub use followup::{FilePlaces, FollowCounts, FollowDue, FollowUpdate};
-pub use report::{FileStats, NotSent, Pruned, RecentError, RowCounts};
+pub use report::{FileStats, NotSent, Pruned, RecentError, Replay, RowCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -557,6 +557,7 @@ mod tests {
             outcome: LineOutcome::Sent,
             conversion: Some(ConvRef::Planned(0)),
             reason: None,
+            order_id: None,
         }];
         l.record_plan(
             &PlanFile::Existing(file),

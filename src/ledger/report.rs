@@ -136,6 +136,20 @@ pub struct NotSent {
     pub line: u64,
     pub outcome: String,
     pub reason: String,
+    /// The later file its order was accepted from (the row was fixed), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_by: Option<String>,
+}
+
+/// A replay, as `send --replay` recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Replay {
+    pub at: String,
+    pub user: String,
+    pub file: String,
+    pub resend_accepted: bool,
+    /// Conversions it queued.
+    pub queued: u64,
 }
 
 /// A recent error, for `status`.
@@ -375,7 +389,12 @@ impl Ledger {
             .conn
             .prepare_cached(&format!(
                 "SELECT f.path AS file, l.line AS line, l.outcome AS outcome,
-                    COALESCE(l.reason, '') AS reason
+                    COALESCE(l.reason, '') AS reason,
+                    (SELECT later.path FROM conversions c INDEXED BY conversions_by_order
+                       JOIN files later ON later.id = c.file_id
+                     WHERE l.order_id IS NOT NULL AND c.order_id = l.order_id
+                       AND c.state = 'accepted' AND c.file_id > l.file_id
+                     ORDER BY c.file_id LIMIT 1) AS fixed_by
                  FROM lines l JOIN files f ON f.id = l.file_id
                  WHERE f.state != 'superseded' AND l.outcome IN ({})
                  ORDER BY l.file_id DESC, l.line LIMIT ?1",
@@ -390,11 +409,38 @@ impl Ledger {
                     line: r.get::<_, i64>("line")? as u64,
                     outcome: outcome.sql().to_owned(),
                     reason: r.get("reason")?,
+                    fixed_by: r.get("fixed_by")?,
                 })
             })
             .map_err(sql(&self.path, "list rows not sent"))?;
         rows.collect::<std::result::Result<_, _>>()
             .map_err(sql(&self.path, "list rows not sent"))
+    }
+
+    /// The latest replays, newest first.
+    pub fn replays(&self, limit: usize) -> Result<Vec<Replay>> {
+        let read = sql(&self.path, "list replays");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.at AS at, r.user AS user, f.path AS file,
+                    r.resend_accepted AS resend, r.queued AS queued
+                 FROM replays r JOIN files f ON f.id = r.file_id
+                 ORDER BY r.id DESC LIMIT ?1",
+            )
+            .map_err(&read)?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(Replay {
+                    at: r.get("at")?,
+                    user: r.get("user")?,
+                    file: r.get("file")?,
+                    resend_accepted: r.get::<_, i64>("resend")? != 0,
+                    queued: r.get::<_, i64>("queued")?.max(0) as u64,
+                })
+            })
+            .map_err(&read)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(&read)
     }
 
     /// Bytes on disk: the database and its write-ahead log.

@@ -186,6 +186,12 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX followups_failed ON followups(error_reason) WHERE state = 'failed';
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     "#,
+    // 7: the order of an invalid row, so `status` shows it fixed once a later file gets the
+    // order accepted (a rejects file corrected and dropped again), found by order id.
+    r#"
+    ALTER TABLE lines ADD COLUMN order_id TEXT;
+    CREATE INDEX conversions_by_order ON conversions(order_id);
+    "#,
 ];
 
 /// Applies the migrations the database lacks.

@@ -562,12 +562,15 @@ async fn sender_loop(
             Ok(s) if s.fatal.is_some() => {
                 let msg = s.fatal.unwrap_or_default();
                 alerts.raise(&msg, &state);
+                let m = msg.clone();
+                let _ = with_ledger(&ledger, move |l| l.set_last_fatal(Some(&m))).await;
                 failed = Some((token, Instant::now()));
             }
             Ok(s) if s.interrupted => return,
             Ok(_) => {
                 if failed.take().is_some() {
                     tracing::info!("credentials work again: sending resumed");
+                    let _ = with_ledger(&ledger, |l| l.set_last_fatal(None)).await;
                 }
                 alerts.clear(&state);
                 // Let the scanner finish files whose conversions just became final.

@@ -811,6 +811,20 @@ pub async fn deliver(
     let left = with_ledger(&ledger, |l| l.pending_count()).await?;
     let text = format!("{summary:?}; pending {left}");
     with_ledger(&ledger, move |l| l.finish_run(run_id, &text)).await?;
+    // The last fatal condition, for `status`: kept while it holds, cleared once impact
+    // answers again.
+    let fatal = summary.fatal.clone().or_else(|| {
+        followed
+            .as_ref()
+            .and_then(|f: &followup::Summary| f.denied.clone())
+    });
+    let answered = summary.accepted + summary.rejected > 0
+        || followed
+            .as_ref()
+            .is_some_and(|f| f.asked > 0 && f.denied.is_none());
+    if fatal.is_some() || answered {
+        with_ledger(&ledger, move |l| l.set_last_fatal(fatal.as_deref())).await?;
+    }
     let at_impact = with_ledger(&ledger, |l| l.follow_counts(None)).await?;
     Ok(Delivered {
         seen,
