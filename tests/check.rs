@@ -146,7 +146,7 @@ fn missing_required_column_refuses_the_file_and_names_it() {
     );
     assert!(
         r.stdout
-            .contains("2 rows, 0 conversions valid, 0 orders invalid (2 rows)"),
+            .contains("2 rows, 0 conversions valid, file refused (2 rows kept for fixing)"),
         "{}",
         r.stdout
     );

@@ -216,6 +216,19 @@ fn check_reads_the_drop_folder_and_names_the_preset_a_header_fits() {
         "{}",
         r.stdout
     );
+    // Refused (the impact format finds none of its columns): the 79 columns named once.
+    assert_eq!(
+        r.stdout.matches("the columns are: ").count(),
+        1,
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("5 rows, 0 conversions valid, file refused (5 rows kept for fixing)"),
+        "{}",
+        r.stdout
+    );
     let r = run_in(bare.path(), &["check", "--json", "orders_export.csv"], &[]);
     let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(doc["files"][0]["suggested_format"], "shopify-csv");

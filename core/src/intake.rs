@@ -712,6 +712,17 @@ fn missing_columns(
             ),
         ));
     }
+    // The file's columns are named once, in the first problem: a refused file with five
+    // missing fields listed its 79 columns five times.
+    let listed = [
+        format!(" (the columns are: {})", header.names.join(", ")),
+        format!(" (its columns: {})", header.names.join(", ")),
+    ];
+    for p in out.iter_mut().skip(1) {
+        for l in &listed {
+            p.message = p.message.replace(l.as_str(), "");
+        }
+    }
     out
 }
 

@@ -262,18 +262,21 @@ pub fn run(
         } else {
             String::new()
         };
+        let invalid = if totals.invalid_orders > 0 {
+            format!(
+                "{} invalid ({})",
+                super::count(totals.invalid_orders as u64, "order"),
+                super::count(totals.invalid_rows, "row")
+            )
+        } else {
+            format!("{} invalid", super::count(totals.invalid_rows, "row"))
+        };
         writeln!(
             out,
-            "checked {} file{}: {} rows, {} conversion{} valid, {} order{} invalid ({} rows){filtered}; \
-             nothing was sent",
-            totals.files,
-            plural(totals.files as u64),
-            totals.rows,
-            totals.valid_conversions,
-            plural(totals.valid_conversions),
-            totals.invalid_orders,
-            plural(totals.invalid_orders as u64),
-            totals.invalid_rows,
+            "checked {}: {}, {} valid, {invalid}{filtered}; nothing was sent",
+            super::count(totals.files as u64, "file"),
+            super::count(totals.rows, "row"),
+            super::count(totals.valid_conversions, "conversion"),
         )?;
     }
     Ok(outcome)
@@ -383,7 +386,12 @@ fn write_human(
         r.valid_conversions,
         plural(r.valid_conversions)
     );
-    if !r.invalid.is_empty() || r.invalid_rows() > 0 {
+    if !r.file_problems.is_empty() {
+        summary.push_str(&format!(
+            ", file refused ({} kept for fixing)",
+            super::count(r.invalid_rows(), "row")
+        ));
+    } else if !r.invalid.is_empty() || r.invalid_rows() > 0 {
         summary.push_str(&format!(
             ", {} order{} invalid ({} row{})",
             r.invalid.len(),

@@ -203,7 +203,14 @@ pub fn run(
     }
     writeln!(out, "files (newest first):")?;
     for f in &status.per_file {
-        write!(out, "  #{} {} [{}] {} rows", f.id, f.path, f.state, f.rows)?;
+        write!(
+            out,
+            "  #{} {} [{}] {}",
+            f.id,
+            f.path,
+            f.state,
+            super::count(f.rows, "row")
+        )?;
         if let Some(of) = f.duplicate_of {
             writeln!(out, ": same content as file #{of}, nothing sent")?;
             continue;
