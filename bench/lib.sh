@@ -33,6 +33,12 @@ base_url = "$URL"
 account_sid = "$BENCH_SID"
 requests_per_hour = 0
 max_in_flight = $2
+[follow_up]
+# The benchmarks measure sending: follow-ups are recorded for every accepted conversion, and
+# \`run\` does not wait for them unless FOLLOW_WAIT (seconds) says so.
+run_wait_secs = ${FOLLOW_WAIT:-0}
+first_check_secs = 0
+enabled = ${FOLLOW_ENABLED:-true}
 [defaults]
 CampaignId = 1000
 ActionTrackerId = 2000

@@ -514,6 +514,7 @@ fn watch_follows_up_continuously_and_sends_keep_their_rate_under_a_tight_budget(
         .filter(|a| a.at_ms > first + 50 && a.at_ms < last)
         .count();
     assert!(during <= 1, "{during} follow-ups while sending: {asked:?}");
+    eprintln!("40 sends in {took} ms at 14,400/hour; {during} follow-ups during them");
     // And resumed after.
     wait_for(
         "follow-ups after the sends",

@@ -390,7 +390,7 @@ impl Ledger {
             .prepare_cached(&format!(
                 "SELECT f.path AS file, l.line AS line, l.outcome AS outcome,
                     COALESCE(l.reason, '') AS reason,
-                    (SELECT later.path FROM conversions c INDEXED BY conversions_by_order
+                    (SELECT later.path FROM conversions c INDEXED BY conversions_accepted_by_order
                        JOIN files later ON later.id = c.file_id
                      WHERE l.order_id IS NOT NULL AND c.order_id = l.order_id
                        AND c.state = 'accepted' AND c.file_id > l.file_id

@@ -187,10 +187,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     "#,
     // 7: the order of an invalid row, so `status` shows it fixed once a later file gets the
-    // order accepted (a rejects file corrected and dropped again), found by order id.
+    // order accepted (a rejects file corrected and dropped again), found by order id among
+    // accepted conversions only: a full index of conversions by order id made every plan's
+    // big transaction write ten times the pages (its statement journals).
     r#"
     ALTER TABLE lines ADD COLUMN order_id TEXT;
-    CREATE INDEX conversions_by_order ON conversions(order_id);
+    CREATE INDEX conversions_accepted_by_order ON conversions(order_id)
+        WHERE state = 'accepted';
     "#,
 ];
 
