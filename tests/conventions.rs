@@ -51,6 +51,42 @@ fn no_escape_codes_without_a_terminal_with_or_without_no_color() {
     }
 }
 
+/// Under a terminal (a pty from util-linux's `script`), logs are coloured, and `NO_COLOR`
+/// turns that off.
+#[test]
+fn a_terminal_gets_colour_unless_no_color_is_set() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no `script` (util-linux) on this machine: skipped");
+        return;
+    }
+    let e = env();
+    let _g = e.rt.enter();
+    for (no_color, coloured) in [(None, true), (Some("1"), false)] {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &format!("'{BIN}' run"), "/dev/null"])
+            .current_dir(e.dir.path())
+            .env("IMPACT_AUTH_TOKEN", TOKEN)
+            .env_remove("RUST_LOG")
+            .env_remove("IMPACT_DROP_CONFIG")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("WARN"), "{text}");
+        assert_eq!(
+            text.contains('\u{1b}'),
+            coloured,
+            "NO_COLOR={no_color:?}: {text:?}"
+        );
+    }
+}
+
 #[test]
 fn a_closed_pipe_ends_quietly_and_quiet_prints_nothing() {
     let dir = workspace("");
