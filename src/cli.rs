@@ -80,8 +80,8 @@ pub enum Command {
     /// One pass over the drop folder: every export to a final state, then exit (for cron or
     /// systemd timers).
     ///
-    /// Exit status: 0 every conversion accepted; 1 some rejected, invalid or still pending;
-    /// 2 fatal (config, credentials, ledger).
+    /// Exit status: 0 every conversion accepted; 1 some rejected, invalid, still pending,
+    /// failed at impact or of unknown outcome; 2 fatal (config, credentials, ledger).
     Run {
         /// The report as one JSON document on stdout (shape in the README)
         #[arg(long)]
