@@ -228,15 +228,16 @@ pub async fn follow_up(
                 }
                 Submission::Gone { status } => {
                     summary.unknown += 1;
-                    let why = if status == 0 {
-                        format!(
-                            "its QueuedUri {} is not on impact's host: not asked",
-                            d.queued_uri
-                        )
-                    } else {
-                        format!("impact answered {status}: it does not know this submission")
-                    };
-                    updates.push(update(&d, FollowState::Unknown, Some(why), status != 0));
+                    let why = format!("impact answered {status}: it does not know this submission");
+                    updates.push(update(&d, FollowState::Unknown, Some(why), true));
+                }
+                Submission::OtherHost => {
+                    summary.unknown += 1;
+                    let why = format!(
+                        "its QueuedUri {} is not on impact's host: not asked",
+                        d.queued_uri
+                    );
+                    updates.push(update(&d, FollowState::Unknown, Some(why), false));
                 }
                 Submission::Denied { message, .. } => {
                     tracing::error!("{message}; follow-ups stopped");

@@ -70,14 +70,7 @@ impl Env {
     }
 
     fn archived(&self, name: &str) -> PathBuf {
-        let processed = self.path("drop/processed");
-        for day in std::fs::read_dir(&processed).unwrap() {
-            let p = day.unwrap().path().join(name);
-            if p.exists() {
-                return p;
-            }
-        }
-        panic!("{name} not archived under {}", processed.display());
+        archived(self.dir.path(), name).unwrap_or_else(|| panic!("{name} not archived"))
     }
 }
 

@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -71,19 +71,6 @@ fn status_json(dir: &Path) -> serde_json::Value {
     let r = run_in(dir, &["status", "--json"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     serde_json::from_str(&r.stdout).unwrap()
-}
-
-/// The one file in `drop/processed/<day>/` whose name ends with `suffix`.
-fn archived(dir: &Path, suffix: &str) -> Option<PathBuf> {
-    let processed = dir.join("drop").join("processed");
-    for day in std::fs::read_dir(processed).ok()?.flatten() {
-        for f in std::fs::read_dir(day.path()).ok()?.flatten() {
-            if f.file_name().to_string_lossy().ends_with(suffix) {
-                return Some(f.path());
-            }
-        }
-    }
-    None
 }
 
 fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {

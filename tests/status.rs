@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 
@@ -17,17 +17,6 @@ fn status(dir: &Path) -> (String, serde_json::Value) {
     assert_eq!(text.code, 0, "{}", text.stderr);
     let json = run_in(dir, &["status", "--json"], &[]);
     (text.stdout, serde_json::from_str(&json.stdout).unwrap())
-}
-
-fn processed(dir: &Path, name: &str) -> PathBuf {
-    let root = dir.join("drop").join("processed");
-    for day in std::fs::read_dir(root).unwrap().flatten() {
-        let p = day.path().join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} not archived")
 }
 
 fn file_stats<'a>(doc: &'a serde_json::Value, ends: &str) -> &'a serde_json::Value {
@@ -69,7 +58,7 @@ fn status_tells_the_whole_story_invalid_fixed_replayed_and_stopped() {
     assert_eq!(file_stats(&doc, "a.csv")["conversions_accepted"], 2);
 
     // 2. The rejects file, corrected and dropped again: accepted, and the row shows fixed.
-    let rejects = processed(dir, "a.csv.rejects.csv");
+    let rejects = archived(dir, "a.csv.rejects.csv").unwrap();
     let fixed = std::fs::read_to_string(rejects)
         .unwrap()
         .replace("S-2,,B", "S-2,2026-11-30T12:00:00Z,B");
@@ -85,7 +74,7 @@ fn status_tells_the_whole_story_invalid_fixed_replayed_and_stopped() {
     assert_eq!(doc["not_sent"][0]["fixed_by"], "drop/a.fixed.csv");
 
     // 3. A replay of the first file: shown, and its own account is not rewritten.
-    let archived = processed(dir, "a.csv");
+    let archived = archived(dir, "a.csv").unwrap();
     let _g = e.rt.enter();
     let r = run_in(
         dir,

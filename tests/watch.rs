@@ -166,15 +166,6 @@ impl Drop for Daemon {
     }
 }
 
-fn archived(dir: &Path, name: &str) -> Option<PathBuf> {
-    let processed = dir.join("drop/processed");
-    std::fs::read_dir(&processed)
-        .ok()?
-        .flatten()
-        .map(|d| d.path().join(name))
-        .find(|p| p.exists())
-}
-
 #[test]
 fn a_slow_writer_is_read_only_once_complete() {
     let d = Daemon::start("settle_secs = 1\nrescan_secs = 30", "", TOKEN);

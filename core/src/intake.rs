@@ -20,29 +20,45 @@ use crate::profile::Profile;
 use crate::read::csv::{CsvReader, SkipCounts};
 use crate::read::jsonl::JsonlReader;
 use crate::read::{self, Decoding, FileKind, ReadError};
+use crate::settings::Endpoint;
 use crate::validate::{parse_money, validate, Conversion, Invalid, Rules};
 
 /// What this file maps (from its columns, constants and `[defaults]`) to fields the endpoint
 /// does not define: impact would ignore them, so they are not sent, and this says so.
-pub fn not_sent(stages: &Stages, sources: &[(Field, String)]) -> Vec<String> {
+pub fn not_sent(stages: &Stages, sources: &[(Field, String)]) -> Vec<(Field, String)> {
     let endpoint = stages.rules.endpoint;
     let from_file = sources.iter().map(|(f, c)| (*f, format!("column \"{c}\"")));
     let constants = (stages.profile.constants.iter())
         .chain(&stages.profile.item_constants)
         .map(|(f, _)| (*f, "a [mapping] value".to_owned()));
     let defaults = (stages.rules.defaults.iter()).map(|(f, _)| (*f, "[defaults]".to_owned()));
-    let mut seen: Vec<Field> = Vec::new();
-    let mut out = Vec::new();
+    let mut out: Vec<(Field, String)> = Vec::new();
     for (field, from) in from_file.chain(constants).chain(defaults) {
-        if field.is_api() && !field.defined_on(endpoint) && !seen.contains(&field) {
-            seen.push(field);
-            out.push(format!(
-                "impact's {} endpoint ignores {field} (from {from}): not sent",
-                endpoint.as_str()
-            ));
+        if field.is_api() && !field.defined_on(endpoint) && !out.iter().any(|(f, _)| *f == field) {
+            out.push((field, from));
         }
     }
     out
+}
+
+/// The note for a field the endpoint does not define (see [`not_sent`]).
+pub fn not_sent_note(endpoint: Endpoint, field: Field, from: &str) -> String {
+    format!(
+        "impact's {} endpoint ignores {field} (from {from}): not sent",
+        endpoint.as_str()
+    )
+}
+
+impl FileReport {
+    /// Records the fields the endpoint ignores, and a note for each.
+    fn set_ignored(&mut self, endpoint: Endpoint, ignored: Vec<(Field, String)>) {
+        self.notes.extend(
+            ignored
+                .iter()
+                .map(|(f, from)| not_sent_note(endpoint, *f, from)),
+        );
+        self.ignored = ignored;
+    }
 }
 
 /// Everything the stages need, built once from the config.
@@ -109,6 +125,8 @@ pub struct FileReport {
     pub filtered: Vec<Filtered>,
     /// Where each API field came from in this file (column or JSON path).
     pub sources: Vec<(crate::model::Field, String)>,
+    /// Fields the endpoint does not define, with where each came from: not sent.
+    pub ignored: Vec<(crate::model::Field, String)>,
 }
 
 /// An order a filter skipped: never sent, never lost, listed with its reason.
@@ -407,7 +425,8 @@ fn process(
             };
             let mut mapper = CsvMapper::new(&stages.profile, reader.header());
             report.sources = mapper.sources();
-            report.notes.extend(not_sent(stages, &report.sources));
+            let ignored = not_sent(stages, &report.sources);
+            report.set_ignored(stages.rules.endpoint, ignored);
             report.file_problems = std::mem::take(&mut mapper.file_problems);
             report
                 .file_problems
@@ -551,7 +570,7 @@ fn process(
                 .chain(&stages.profile.child_rules)
                 .map(|r| (r.field, r.source.clone()))
                 .collect();
-            report.notes.extend(not_sent(stages, &paths));
+            report.set_ignored(stages.rules.endpoint, not_sent(stages, &paths));
             for p in mapper.never_seen() {
                 report.notes.push(p.to_string());
             }
@@ -641,48 +660,49 @@ fn missing_columns(
     header: &crate::read::csv::Header,
 ) -> Vec<Problem> {
     let given = |f: Field| mapper.has(f) || stages.rules.default_for(f).is_some();
-    let mut out: Vec<Problem> = stages
-        .rules
-        .required()
-        .iter()
-        .filter(|group| !group.iter().any(|f| given(*f)))
-        .map(|group| {
-            let names: Vec<&str> = group.iter().map(|f| f.name()).collect();
-            let what = if names.len() == 1 {
-                names[0].to_owned()
-            } else {
-                format!("any of {}", names.join(", "))
-            };
-            let columns = preset_columns(&stages.profile, group);
-            if !columns.is_empty() {
-                return Problem::new(
-                    Some(header.line),
-                    Some(names[0]),
-                    format!(
-                        "the \"{}\" format reads {what} from the column {}, which this file \
-                         does not have (its columns: {}); export it again with that column, \
-                         map another one in [mapping] ({} = \"Your Column\") or set it in \
-                         [defaults]",
-                        stages.profile.name,
-                        columns.join(" or "),
-                        header.names.join(", "),
-                        names[0]
-                    ),
-                );
-            }
-            Problem::new(
-                Some(header.line),
-                Some(names[0]),
-                format!(
-                    "no column gives {what} (the columns are: {}); name a column {}, map one \
-                     in [mapping] ({} = \"Your Column\") or set it in [defaults]",
-                    header.names.join(", "),
-                    names[0],
-                    names[0]
-                ),
+    // The file's columns are named once, in the first problem: a refused file with five
+    // missing fields would otherwise list its 79 columns five times.
+    let mut listed = false;
+    let mut columns_once = |label: &str| {
+        if std::mem::replace(&mut listed, true) {
+            String::new()
+        } else {
+            format!(" ({label}: {})", header.names.join(", "))
+        }
+    };
+    let mut out: Vec<Problem> = Vec::new();
+    for group in stages.rules.required() {
+        if group.iter().any(|f| given(*f)) {
+            continue;
+        }
+        let names: Vec<&str> = group.iter().map(|f| f.name()).collect();
+        let what = if names.len() == 1 {
+            names[0].to_owned()
+        } else {
+            format!("any of {}", names.join(", "))
+        };
+        let columns = preset_columns(&stages.profile, group);
+        let message = if columns.is_empty() {
+            format!(
+                "no column gives {what}{}; name a column {}, map one in [mapping] ({} = \
+                 \"Your Column\") or set it in [defaults]",
+                columns_once("the columns are"),
+                names[0],
+                names[0]
             )
-        })
-        .collect();
+        } else {
+            format!(
+                "the \"{}\" format reads {what} from the column {}, which this file does not \
+                 have{}; export it again with that column, map another one in [mapping] ({} = \
+                 \"Your Column\") or set it in [defaults]",
+                stages.profile.name,
+                columns.join(" or "),
+                columns_once("its columns"),
+                names[0]
+            )
+        };
+        out.push(Problem::new(Some(header.line), Some(names[0]), message));
+    }
     let profile = &stages.profile;
     for group in &profile.needs {
         if group.iter().any(|f| given(*f))
@@ -694,34 +714,19 @@ fn missing_columns(
         }
         let columns = preset_columns(profile, group);
         let fields: Vec<&str> = group.iter().map(|f| f.name()).collect();
-        out.push(Problem::new(
-            Some(header.line),
-            Some(fields[0]),
-            format!(
-                "the \"{}\" format needs {} ({}) and this file has no such column (its \
-                 columns: {}); export it again with that column, or map another one in \
-                 [mapping]",
-                profile.name,
-                if columns.is_empty() {
-                    "a column".to_owned()
-                } else {
-                    format!("the column {}", columns.join(" or "))
-                },
-                fields.join(" or "),
-                header.names.join(", ")
-            ),
-        ));
-    }
-    // The file's columns are named once, in the first problem: a refused file with five
-    // missing fields listed its 79 columns five times.
-    let listed = [
-        format!(" (the columns are: {})", header.names.join(", ")),
-        format!(" (its columns: {})", header.names.join(", ")),
-    ];
-    for p in out.iter_mut().skip(1) {
-        for l in &listed {
-            p.message = p.message.replace(l.as_str(), "");
-        }
+        let message = format!(
+            "the \"{}\" format needs {} ({}) and this file has no such column{}; export it \
+             again with that column, or map another one in [mapping]",
+            profile.name,
+            if columns.is_empty() {
+                "a column".to_owned()
+            } else {
+                format!("the column {}", columns.join(" or "))
+            },
+            fields.join(" or "),
+            columns_once("its columns")
+        );
+        out.push(Problem::new(Some(header.line), Some(fields[0]), message));
     }
     out
 }

@@ -302,6 +302,9 @@ pub enum Submission {
     },
     /// 404 or 405: impact does not offer this (partner), or no longer knows the submission.
     Gone { status: u16 },
+    /// The QueuedUri names another host than impact's: not asked (the credentials never
+    /// leave for another host).
+    OtherHost,
     /// 401 or 403: the credentials or permissions do not allow it.
     Denied { status: u16, message: String },
     /// 429: wait this long.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{location, CommandError, Outcome};
+use super::{location, plural, CommandError, Outcome};
 use crate::config::Config;
 use crate::impact::form;
 use crate::intake::{self, FileReport, Filtered, Stages};
@@ -291,14 +291,6 @@ fn suggest_format(path: &std::path::Path, stages: &Stages, used: &str) -> Option
     let input = crate::read::open(path, stages.decoding).ok()?;
     let reader = crate::read::csv::CsvReader::new(input, stages.delimiter).ok()??;
     crate::profile::fitting_preset(&reader.header().names).filter(|f| *f != used)
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
 
 fn display_list(paths: &[PathBuf]) -> String {

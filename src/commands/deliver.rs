@@ -12,7 +12,7 @@ use crate::ledger::FileStats;
 pub use crate::pipeline::Request;
 use crate::pipeline::{self, Intake, Seen};
 use crate::plan::Mode;
-use crate::state::{ConvState, RowState, StateName};
+use crate::state::{ConvState, FollowState, RowState, StateName};
 use crate::submit::{Progress, Summary};
 
 /// Runs a delivery from the CLI (its own runtime); `json` prints the report as one JSON
@@ -132,44 +132,36 @@ pub async fn deliver(
         return Ok(outcome);
     }
     // Report.
-    let mut problems = !done.unreadable.is_empty();
     for e in &done.unreadable {
         writeln!(out, "error: {e}")?;
     }
     for s in &done.seen {
         if let Some(stats) = &s.stats {
-            problems |= write_file_line(out, s, stats)?;
+            write_file_line(out, s, stats)?;
         }
     }
     let summary = &done.summary;
     writeln!(out, "{}", summary_line(command, summary, done.pending))?;
     if let Some(f) = done.followed.as_ref().filter(|f| {
-        f.asked > 0 || f.unknown > 0 || f.unavailable.is_some() || done.at_impact.waiting > 0
+        f.asked > 0
+            || f.unknown > 0
+            || f.unavailable.is_some()
+            || done.at_impact.get(FollowState::Waiting) > 0
     }) {
         writeln!(out, "{}", follow_line(f, &done.at_impact))?;
-        problems |= f.failed > 0 || f.unknown > 0;
     }
     // A fatal condition is said once, on stderr (as cargo does), even with --quiet.
-    if let Some(fatal) = &summary.fatal {
+    if let Some(fatal) = fatal_of(&done) {
         eprintln!("impact-drop: error: {fatal}");
-        return Ok(Outcome::Fatal);
     }
-    if let Some(denied) = done.followed.as_ref().and_then(|f| f.denied.as_ref()) {
-        eprintln!("impact-drop: error: {denied}");
-        return Ok(Outcome::Fatal);
-    }
-    Ok(if problems || done.pending > 0 || summary.rejected > 0 {
-        Outcome::Problems
-    } else {
-        Outcome::Clean
-    })
+    Ok(outcome_of(&done))
 }
 
 /// How a delivery ends: fatal (credentials, account), problems (something rejected,
 /// invalid, failed at impact, unknown or still pending), or clean.
 fn outcome_of(done: &pipeline::Delivered) -> Outcome {
     let followed = done.followed.as_ref();
-    if done.summary.fatal.is_some() || followed.is_some_and(|f| f.denied.is_some()) {
+    if fatal_of(done).is_some() {
         return Outcome::Fatal;
     }
     let rows_need_work = done
@@ -187,6 +179,11 @@ fn outcome_of(done: &pipeline::Delivered) -> Outcome {
     } else {
         Outcome::Clean
     }
+}
+
+/// What stopped sending or following up for good (credentials, account), if anything did.
+fn fatal_of(done: &pipeline::Delivered) -> Option<&String> {
+    (done.summary.fatal.as_ref()).or_else(|| done.followed.as_ref()?.denied.as_ref())
 }
 
 /// `run --json` and `send --json`: one document (documented in the README).
@@ -346,7 +343,7 @@ fn lines_text(lines: &[crate::model::LineRef]) -> String {
 fn lines_text_of(lines: &[u64]) -> String {
     format!(
         "line{} {}",
-        if lines.len() == 1 { "" } else { "s" },
+        super::plural(lines.len() as u64),
         super::check::line_ranges(lines.iter().copied())
     )
 }
@@ -380,19 +377,19 @@ fn summary_line(command: &str, s: &Summary, pending: u64) -> String {
         "{command}: {} request{}: {} accepted, {} rejected, {} retried, {} rate-limited; {} \
          conversion{} pending",
         s.requests,
-        if s.requests == 1 { "" } else { "s" },
+        super::plural(s.requests),
         s.accepted,
         s.rejected,
         s.retried,
         s.rate_limited,
         pending,
-        if pending == 1 { "" } else { "s" },
+        super::plural(pending),
     );
     if s.uncertain > 0 {
         line.push_str(&format!(
             "; {} answer{} not impact's or never came (those conversions may be at impact)",
             s.uncertain,
-            if s.uncertain == 1 { "" } else { "s" }
+            super::plural(s.uncertain)
         ));
     }
     if s.gave_up && pending > 0 {
@@ -414,14 +411,14 @@ fn follow_line(f: &crate::followup::Summary, all: &crate::ledger::FollowCounts) 
     let mut line = format!(
         "follow-up: {} question{} to impact: {} processed, {} failed at impact, {} absorbed by impact's dedup, {} unknown; {} still queued at impact",
         f.asked,
-        if f.asked == 1 { "" } else { "s" },
+        super::plural(f.asked),
         f.processed,
         f.failed,
         f.absorbed,
         f.unknown,
-        all.waiting
+        all.get(FollowState::Waiting)
     );
-    if all.waiting > 0 {
+    if all.get(FollowState::Waiting) > 0 {
         line.push_str(" (asked again by the next run or by watch)");
     }
     if f.denied.is_some() {
@@ -432,7 +429,6 @@ fn follow_line(f: &crate::followup::Summary, all: &crate::ledger::FollowCounts) 
 
 /// What impact did with a file's conversions, in words (`None` when nothing was followed).
 pub fn at_impact_text(c: &crate::ledger::FollowCounts) -> Option<String> {
-    use crate::state::FollowState;
     if c.total() == 0 {
         return None;
     }
@@ -456,8 +452,8 @@ pub fn at_impact_text(c: &crate::ledger::FollowCounts) -> Option<String> {
     Some(parts.join(", "))
 }
 
-/// One line per file; returns whether the file has rows that need attention.
-fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Result<bool> {
+/// One line per file, then its problems (at most [`LIST_MAX`] of each kind).
+fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Result<()> {
     let name = s.path.display();
     if let Some(Intake::Duplicate { of, .. }) = &s.intake {
         write!(
@@ -469,10 +465,10 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
             write!(out, "; moved to {}", p.display())?;
         }
         writeln!(out)?;
-        return Ok(false);
+        return Ok(());
     }
     let mut parts = Vec::new();
-    let conv = |n: u64| format!("{n} conversion{}", if n == 1 { "" } else { "s" });
+    let conv = |n: u64| super::count(n, "conversion");
     for c in ConvState::ALL {
         let n = st.conversions.get(*c);
         if n > 0 {
@@ -517,7 +513,7 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
     if let Some(p) = st
         .failed_at_impact_path
         .as_ref()
-        .filter(|_| st.at_impact.failed > 0)
+        .filter(|_| st.at_impact.get(FollowState::Failed) > 0)
     {
         write!(out, "; rows that failed at impact in {p}")?;
     }
@@ -592,5 +588,5 @@ fn write_file_line(out: &mut dyn Write, s: &Seen, st: &FileStats) -> std::io::Re
             "changed orders",
         )?;
     }
-    Ok(st.by_state.needing_attention() > 0)
+    Ok(())
 }

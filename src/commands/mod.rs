@@ -127,13 +127,18 @@ pub fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> std::io
     writeln!(out)
 }
 
+/// The plural ending for `n` of something: `""` for one, else `"s"`.
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// `1 row`, `2 rows`: a count and its noun, in the singular for one.
 pub fn count(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
+    format!("{n} {noun}{}", plural(n))
 }
 
 /// The command line as given, for the ledger's audit trail of runs.

@@ -176,7 +176,7 @@ pub fn demo(samples: Option<&Path>, out: &mut dyn Write) -> Result<Outcome, Comm
         }
         // Show the rejects file of the sample with bad rows.
         let processed = drop_dir.join("processed");
-        if let Some(rejects) = find_rejects(&processed) {
+        if let Some(rejects) = find_processed(&processed, |n| n.contains(".rejects.")) {
             writeln!(
                 out,
                 "\nrows to fix and drop again ({}; the demo's temporary folder is removed when it exits):",
@@ -187,7 +187,7 @@ pub fn demo(samples: Option<&Path>, out: &mut dyn Write) -> Result<Outcome, Comm
         // The same export dropped again under another name: recognised by content.
         if copied.iter().any(|n| n == "seed.csv") {
             std::fs::copy(
-                processed_copy(&drop_dir, "seed.csv").unwrap_or_else(|| drop_dir.join("seed.csv")),
+                find_processed(&processed, |n| n == "seed.csv").unwrap_or_else(|| drop_dir.join("seed.csv")),
                 drop_dir.join("seed (copy).csv"),
             )?;
             writeln!(
@@ -217,24 +217,11 @@ pub fn demo(samples: Option<&Path>, out: &mut dyn Write) -> Result<Outcome, Comm
     })
 }
 
-/// The archived copy of `name` under `<drop_dir>/processed/<day>/`.
-fn processed_copy(drop_dir: &Path, name: &str) -> Option<std::path::PathBuf> {
-    for day in std::fs::read_dir(drop_dir.join("processed"))
-        .ok()?
-        .flatten()
-    {
-        let p = day.path().join(name);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    None
-}
-
-fn find_rejects(dir: &Path) -> Option<std::path::PathBuf> {
-    for day in std::fs::read_dir(dir).ok()?.flatten() {
+/// The first file in a dated folder of `processed` whose name `wanted` accepts.
+fn find_processed(processed: &Path, wanted: impl Fn(&str) -> bool) -> Option<std::path::PathBuf> {
+    for day in std::fs::read_dir(processed).ok()?.flatten() {
         for f in std::fs::read_dir(day.path()).ok()?.flatten() {
-            if f.file_name().to_string_lossy().contains(".rejects.") {
+            if wanted(&f.file_name().to_string_lossy()) {
                 return Some(f.path());
             }
         }

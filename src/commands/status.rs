@@ -248,7 +248,7 @@ pub fn run(
         if let Some(p) = f
             .failed_at_impact_path
             .as_ref()
-            .filter(|_| f.at_impact.failed > 0)
+            .filter(|_| f.at_impact.get(crate::state::FollowState::Failed) > 0)
         {
             write!(out, "; failed at impact: {p}")?;
         }

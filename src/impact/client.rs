@@ -173,7 +173,7 @@ impl Client {
     pub async fn submission(&self, queued_uri: &str) -> (Submission, Limits) {
         let url = match self.parsed.join(queued_uri.trim()) {
             Ok(u) if u.origin() == self.parsed.origin() => u,
-            _ => return (Submission::Gone { status: 0 }, Limits::default()),
+            _ => return (Submission::OtherHost, Limits::default()),
         };
         let sent = self
             .http

@@ -39,45 +39,38 @@ pub struct FollowUpdate {
     pub asked: bool,
 }
 
-/// Follow-up outcomes, by state and (for failures) by impact's `ErrorReason`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// Follow-up outcomes, by state and (for failures) by impact's `ErrorReason`. JSON: each
+/// state's name with its count (every state, 0 when none), and `failed_by_reason`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FollowCounts {
-    pub waiting: u64,
-    pub processed: u64,
-    pub failed: u64,
-    pub absorbed: u64,
-    pub unknown: u64,
-    pub unavailable: u64,
+    by_state: BTreeMap<FollowState, u64>,
     /// `ErrorReason` → conversions that failed with it.
     pub failed_by_reason: BTreeMap<String, u64>,
 }
 
 impl FollowCounts {
     fn add(&mut self, state: FollowState, n: u64) {
-        let slot = match state {
-            FollowState::Waiting => &mut self.waiting,
-            FollowState::Processed => &mut self.processed,
-            FollowState::Failed => &mut self.failed,
-            FollowState::Absorbed => &mut self.absorbed,
-            FollowState::Unknown => &mut self.unknown,
-            FollowState::Unavailable => &mut self.unavailable,
-        };
-        *slot += n;
+        *self.by_state.entry(state).or_default() += n;
     }
 
     pub fn get(&self, state: FollowState) -> u64 {
-        match state {
-            FollowState::Waiting => self.waiting,
-            FollowState::Processed => self.processed,
-            FollowState::Failed => self.failed,
-            FollowState::Absorbed => self.absorbed,
-            FollowState::Unknown => self.unknown,
-            FollowState::Unavailable => self.unavailable,
-        }
+        self.by_state.get(&state).copied().unwrap_or(0)
     }
 
     pub fn total(&self) -> u64 {
-        FollowState::ALL.iter().map(|s| self.get(*s)).sum()
+        self.by_state.values().sum()
+    }
+}
+
+impl serde::Serialize for FollowCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for state in FollowState::ALL {
+            map.serialize_entry(state.sql(), &self.get(*state))?;
+        }
+        map.serialize_entry("failed_by_reason", &self.failed_by_reason)?;
+        map.end()
     }
 }
 
@@ -280,7 +273,7 @@ impl Ledger {
                 }
             }
         }
-        if out.failed > 0 {
+        if out.get(FollowState::Failed) > 0 {
             let mut stmt = self
                 .conn
                 .prepare_cached(

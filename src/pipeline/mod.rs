@@ -271,24 +271,18 @@ impl Delivery {
         conversions.sort_by_key(|(c, _)| c.lines().first().map(|l| l.line));
         // Fields the endpoint does not define: a line each when few, else one line naming
         // them (`check` gives each with its column).
-        let ignored: Vec<&String> = report
-            .notes
-            .iter()
-            .filter(|n| n.starts_with("impact's "))
-            .collect();
-        if ignored.len() <= 3 {
-            for note in ignored {
+        let endpoint = self.config.impact.endpoint;
+        if report.ignored.len() <= 3 {
+            for (field, from) in &report.ignored {
+                let note = crate::intake::not_sent_note(endpoint, *field, from);
                 tracing::info!(file = %shown, "{note}");
             }
         } else {
-            let names: Vec<&str> = ignored
-                .iter()
-                .filter_map(|n| n.split(" ignores ").nth(1)?.split(' ').next())
-                .collect();
+            let names: Vec<&str> = report.ignored.iter().map(|(f, _)| f.name()).collect();
             tracing::info!(
                 file = %shown,
                 "impact's {} endpoint ignores {} fields of this file, not sent: {} (`impact-drop check` names their columns)",
-                self.config.impact.endpoint.as_str(),
+                endpoint.as_str(),
                 names.len(),
                 names.join(", ")
             );

@@ -268,3 +268,12 @@ pub fn in_flight(
         .filter(|o| states.get(o).map(String::as_str) != Some("accepted"))
         .collect()
 }
+
+/// `NAME` as archived under `DIR/drop/processed/<day>/`, if it is there.
+pub fn archived(dir: &Path, name: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir.join("drop").join("processed"))
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join(name))
+        .find(|p| p.exists())
+}
