@@ -59,12 +59,43 @@ pub trait Progress: Send + Sync {
     fn retried(&self) {}
     /// A 429.
     fn rate_limited(&self) {}
+    /// More conversions queued while sending (a file, or a part of a large one, recorded).
+    fn queued(&self, _n: u64) {}
+}
+
+/// New work that arrives while a sender runs: `notify` wakes it at once; while `open` is
+/// set, a sender with nothing due waits for more instead of returning (`run` reading its
+/// files as it sends).
+#[derive(Clone, Default)]
+pub struct Feed {
+    pub notify: Arc<tokio::sync::Notify>,
+    pub open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Feed {
+    /// A feed that stays open until [`Feed::close`].
+    pub fn opened() -> Feed {
+        let feed = Feed::default();
+        feed.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        feed
+    }
+
+    /// Nothing more comes: a sender waiting for work returns once nothing is due.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Progress for () {}
 
-/// Sends every pending conversion that is due, until none is left, impact stays unavailable
-/// past `give_up_after`, credentials fail, or `cancel` fires.
+/// Sends every pending conversion that is due, until none is left (and the `feed`, if any, is
+/// closed), impact stays unavailable past `give_up_after`, credentials fail, or `cancel`
+/// fires.
 ///
 /// `backlog` holds answers received but not yet committed; it belongs to the caller and
 /// outlives a failed call. Nothing is sent while it cannot be committed: a call first
@@ -79,7 +110,7 @@ pub async fn send_pending(
     opts: Options,
     cancel: CancellationToken,
     progress: Arc<dyn Progress>,
-    wake: Option<Arc<tokio::sync::Notify>>,
+    feed: Option<Feed>,
     backlog: &mut Vec<Outcome>,
 ) -> Result<Summary, LedgerError> {
     // Giving up means "impact stayed unavailable": the clock restarts whenever impact
@@ -176,7 +207,21 @@ pub async fn send_pending(
                 Ok(n) => n,
                 Err(e) => break Err(e),
             };
-            let Some(next) = next else { break Ok(()) };
+            let Some(next) = next else {
+                match &feed {
+                    Some(f) if f.is_open() && !cancel.is_cancelled() => {
+                        // More is being read: wait for it (time spent waiting for the file
+                        // is not impact being unavailable).
+                        tokio::select! {
+                            _ = f.notify.notified() => {}
+                            _ = cancel.cancelled() => {}
+                        }
+                        deadline = opts.give_up_after.map(|d| Instant::now() + d);
+                        continue;
+                    }
+                    _ => break Ok(()),
+                }
+            };
             // Never further out than the retry cap: a time set under a clock that was ahead
             // is released once the clock is right.
             let wait = until(&next).min(opts.retry_cap);
@@ -188,8 +233,8 @@ pub async fn send_pending(
                 None => Instant::now() + wait,
             };
             let woken = async {
-                match &wake {
-                    Some(w) => w.notified().await,
+                match &feed {
+                    Some(f) => f.notify.notified().await,
                     None => std::future::pending().await,
                 }
             };

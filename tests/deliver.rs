@@ -795,3 +795,124 @@ fn status_says_how_long_the_backlog_takes_at_the_budget() {
     let json = status_json(&env);
     assert_eq!(json["pending_eta_secs"], 1728);
 }
+
+/// A large export (over 4 MiB, so it is recorded in parts as it is read): its first
+/// conversions go out before the file has been read to its end, and a `kill -9` in the
+/// middle of the file loses nothing: the next run reads the file again, keeps the part
+/// recorded as its own and records the rest. Orders whose last item sits at the end of the
+/// file arrive whole.
+#[test]
+fn a_large_file_is_sent_as_it_is_read_and_a_kill_mid_file_resumes_the_rest() {
+    let env = Env::new("");
+    env.sandbox.set_faults(Faults {
+        latency_ms: 2,
+        ..Faults::default()
+    });
+    let n = 6_000;
+    let pad = "x".repeat(200);
+    let mut body = String::from("OrderId,EventDate,ItemSku,ItemQuantity,ItemPrice,Note\n");
+    let mut tail = String::new();
+    for o in 1..=n {
+        for i in 0..3 {
+            let row = format!(
+                "O-{o},2025-11-20T10:00:00Z,SKU-{o}-{i},1,{}.{i}0,{pad}\n",
+                1 + o % 90
+            );
+            // Every 20th order's last item is far away, at the end of the file.
+            if i == 2 && o % 20 == 0 {
+                tail.push_str(&row);
+            } else {
+                body.push_str(&row);
+            }
+        }
+    }
+    body.push_str(&tail);
+    assert!(body.len() > 4 << 20, "{} bytes", body.len());
+    env.drop_file("big.csv", &body);
+
+    // Killed once part of the file is recorded and sent, before the whole plan is.
+    let ledger = env.path("ledger.sqlite");
+    let mut child = command(env.dir.path(), &["run"], &[("IMPACT_AUTH_TOKEN", TOKEN)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let parts = |c: &rusqlite::Connection| -> rusqlite::Result<(i64, i64)> {
+        c.query_row(
+            "SELECT (SELECT COUNT(*) FROM conversions),
+                    (SELECT COUNT(*) FROM files WHERE plan_complete = 0)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let at_kill = loop {
+        assert!(Instant::now() < deadline, "no part recorded in time");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        let seen = rusqlite::Connection::open_with_flags(
+            &ledger,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| parts(&c));
+        if let Ok((convs, incomplete)) = seen {
+            if convs >= 2048 && incomplete == 1 && env.requests() > 0 {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break convs;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let c = rusqlite::Connection::open(&ledger).unwrap();
+    let (convs, incomplete) = parts(&c).unwrap();
+    drop(c);
+    assert_eq!(incomplete, 1, "killed mid-file");
+    assert!(
+        (at_kill..n as i64).contains(&convs),
+        "{convs} of {n} recorded at the kill"
+    );
+    let sent_before = env.requests();
+    assert!(
+        sent_before > 0 && sent_before < n as u64,
+        "{sent_before} sent before the kill"
+    );
+    let in_flight_at_kill = in_flight(&env.sandbox, &ledger);
+
+    let r = env.run(&["run"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("part of this file was recorded when an earlier run stopped"),
+        "{}",
+        r.stderr
+    );
+    let counts = env.accepted_counts();
+    assert_eq!(counts.len(), n, "none lost");
+    for (order, k) in &counts {
+        assert!(
+            *k == 1 || in_flight_at_kill.contains(order),
+            "{order} sent {k} times but was not in flight at the kill"
+        );
+    }
+    // The far item travels with its order.
+    let far = env
+        .sandbox
+        .received()
+        .into_iter()
+        .find(|r| r.order_id == "O-20")
+        .unwrap();
+    assert!(far.body.contains("ItemSku3=SKU-20-2"), "{}", far.body);
+    // The file is the account of every row: all sent (the part recorded before the kill
+    // too, not "already pending"), archived once.
+    let st = status_json(&env);
+    let f = &st["per_file"][0];
+    assert_eq!(f["rows"], 3 * n as u64, "{f}");
+    assert_eq!(f["rows_accepted"], 3 * n as u64, "{f}");
+    assert_eq!(f["state"], "done", "{f}");
+    assert!(env.archived("big.csv").exists());
+    assert_every_row_accounted(&env);
+    assert_tallies_match(&ledger);
+}

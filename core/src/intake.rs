@@ -199,11 +199,18 @@ pub fn process_file(
     path: &Path,
     on_valid: &mut dyn FnMut(Conversion),
 ) -> Result<FileReport, ReadError> {
+    let passes = if in_two_passes(path) { 2 } else { 1 };
+    process_file_in(stages, path, passes, on_valid)
+}
+
+/// Whether a file is read in two passes: a plain file of [`ONE_PASS_BELOW`] or more, or a
+/// compressed one.
+pub fn in_two_passes(path: &Path) -> bool {
     let small = std::fs::metadata(path).is_ok_and(|m| m.len() < ONE_PASS_BELOW)
         && !path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    process_file_in(stages, path, if small { 1 } else { 2 }, on_valid)
+    !small
 }
 
 /// Files smaller than this are read in one pass (at most a few times this in memory).
@@ -226,9 +233,117 @@ pub fn process_file_in(
     if passes < 2 {
         return process(stages, path, kind, input, None, on_valid);
     }
-    let last = last_rows(stages, path, kind, input)?;
+    let first = first_pass_of(stages, path, kind, input, None)?;
     let input = read::open(path, stages.decoding)?;
-    process(stages, path, kind, input, Some(&last), on_valid)
+    process(stages, path, kind, input, Some(&first), on_valid)
+}
+
+/// Rows per verified block of the second pass (see [`FirstPass`]).
+pub const VERIFY_ROWS: u64 = 4096;
+
+/// What the first pass of [`first_pass`] learned of a file: the hash and size of its bytes on
+/// disk, which rows end an order, and (when verifying) a digest of each block of
+/// [`VERIFY_ROWS`] rows, so the second pass proves each row is what the first read before any
+/// order that uses it is handed on.
+pub struct FirstPass {
+    pub content_hash: String,
+    pub size: u64,
+    pub kind: FileKind,
+    last: LastRows,
+    blocks: Option<Vec<[u8; 16]>>,
+    per_block: u64,
+}
+
+/// Digests of consecutive blocks of rows (line number and line hash of each), the header's
+/// column names first: the same rows in the same places give the same digests.
+struct BlockDigest {
+    hasher: blake3::Hasher,
+    rows: u64,
+    per_block: u64,
+    done: Vec<[u8; 16]>,
+}
+
+impl BlockDigest {
+    fn new(header: Option<&[String]>, per_block: u64) -> BlockDigest {
+        let mut hasher = blake3::Hasher::new();
+        for name in header.unwrap_or_default() {
+            hasher.update(name.as_bytes());
+            hasher.update(&[0]);
+        }
+        BlockDigest {
+            hasher,
+            rows: 0,
+            per_block: per_block.max(1),
+            done: Vec::new(),
+        }
+    }
+
+    /// Adds a row; true when it closed a block.
+    fn add(&mut self, line: u64, hash: &crate::model::LineHash) -> bool {
+        self.hasher.update(&line.to_le_bytes());
+        self.hasher.update(&hash.0);
+        self.rows += 1;
+        if self.rows.is_multiple_of(self.per_block) {
+            self.close();
+            return true;
+        }
+        false
+    }
+
+    fn close(&mut self) {
+        let full = self.hasher.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full.as_bytes()[..16]);
+        self.done.push(out);
+        self.hasher.reset();
+    }
+
+    /// Closes the last, partial block (an empty one counts: a file that lost rows differs).
+    fn finish(mut self) -> Vec<[u8; 16]> {
+        self.close();
+        self.done
+    }
+}
+
+/// The first pass of a file that is recorded as it is read: hashes its bytes on disk, marks
+/// the last row of each order, and takes the digests the second pass ([`second_pass`])
+/// verifies. The file is read once for all three.
+pub fn first_pass(stages: &Stages, path: &Path) -> Result<FirstPass, ReadError> {
+    first_pass_in(stages, path, VERIFY_ROWS)
+}
+
+/// [`first_pass`] with blocks of `per_block` rows (tests use small ones).
+pub fn first_pass_in(stages: &Stages, path: &Path, per_block: u64) -> Result<FirstPass, ReadError> {
+    let (mut input, digest) = read::open_hashing(path, stages.decoding)?;
+    let kind = match FileKind::from_path(path) {
+        Some(k) => k,
+        None => sniff_kind(&mut input).map_err(io_at(path, 1))?,
+    };
+    let mut first = first_pass_of(stages, path, kind, input, Some(per_block))?;
+    (first.content_hash, first.size) = digest.finish();
+    Ok(first)
+}
+
+/// The second pass of [`first_pass`]: the same as [`process_file`], except that each
+/// conversion goes to `on_valid` only once every row up to its last one (and the header) is
+/// proven the same as in the first pass, and the whole file's hash is compared at its end.
+/// A file that changed in between fails with [`ReadError::Changed`]; conversions handed on
+/// before that came from rows verified unchanged.
+pub fn second_pass(
+    stages: &Stages,
+    path: &Path,
+    first: &FirstPass,
+    on_valid: &mut dyn FnMut(Conversion),
+) -> Result<FileReport, ReadError> {
+    let (input, digest) = read::open_hashing(path, stages.decoding)?;
+    let report = process(stages, path, first.kind, input, Some(first), on_valid)?;
+    if digest.finish() != (first.content_hash.clone(), first.size) {
+        return Err(ReadError::Changed {
+            path: path.to_owned(),
+            line: None,
+        });
+    }
+    Ok(report)
 }
 
 /// The same as [`process_file`] for bytes already opened and decoded (fuzzing, tests), in
@@ -258,13 +373,17 @@ impl LastRows {
 /// The first pass: maps each row's group key exactly as the second pass does and marks the
 /// last row of each. The map holds a 64-bit hash of each key, not the key: two orders whose
 /// keys collide share a mark at the later of their last rows, so the other one is finished
-/// at the end of the file instead: later, never early.
-fn last_rows(
+/// at the end of the file instead: later, never early. With `verify`, it also takes the
+/// digests of blocks of rows.
+fn first_pass_of(
     stages: &Stages,
     path: &Path,
     kind: FileKind,
     input: Box<dyn BufRead + Send>,
-) -> Result<LastRows, ReadError> {
+    per_block: Option<u64>,
+) -> Result<FirstPass, ReadError> {
+    let verify = per_block.is_some();
+    let per_block = per_block.unwrap_or(VERIFY_ROWS);
     use std::collections::HashMap;
     use std::hash::BuildHasher;
     let io_err = |line: u64| io_at(path, line);
@@ -277,22 +396,36 @@ fn last_rows(
         }
         rows += 1;
     };
+    let mut blocks = None;
     match kind {
         FileKind::Csv => {
             if let Some(reader) = CsvReader::new(input, stages.delimiter).map_err(io_err(1))? {
-                let mut reader = reader.without_line_hashes();
+                let mut digest = BlockDigest::new(Some(&reader.header().names), per_block);
+                let mut reader = if verify {
+                    reader
+                } else {
+                    reader.without_line_hashes()
+                };
                 let mut mapper = CsvMapper::new(&stages.profile, reader.header()).keys_only();
                 let mut last_line = reader.header().line;
                 while let Some((line, hash, record)) =
                     reader.next_record().map_err(io_err(last_line + 1))?
                 {
                     last_line = line;
+                    if verify {
+                        digest.add(line, &hash);
+                    }
                     let row = mapper.map(line, hash, record);
                     mark(group_key(&row.order));
                 }
+                blocks = verify.then(|| digest.finish());
+            } else if verify {
+                // Empty: any row the second pass finds fails its first block.
+                blocks = Some(Vec::new());
             }
         }
         FileKind::Jsonl => {
+            let mut digest = BlockDigest::new(None, per_block);
             let mut reader = JsonlReader::new(input);
             let mut mapper = JsonMapper::new(&stages.profile);
             let mut last_line = 0;
@@ -300,6 +433,9 @@ fn last_rows(
                 reader.next_record().map_err(io_err(last_line + 1))?
             {
                 last_line = line;
+                if verify {
+                    digest.add(line, &hash);
+                }
                 match parsed {
                     Ok(obj) => {
                         let row = mapper.map(line, hash, &obj);
@@ -308,6 +444,7 @@ fn last_rows(
                     Err(_) => mark(None),
                 }
             }
+            blocks = verify.then(|| digest.finish());
         }
     }
     let mut bits = vec![0u64; usize::try_from(rows.div_ceil(64)).unwrap_or(0)];
@@ -316,7 +453,14 @@ fn last_rows(
             *w |= 1 << (row % 64);
         }
     }
-    Ok(LastRows(bits))
+    Ok(FirstPass {
+        content_hash: String::new(),
+        size: 0,
+        kind,
+        last: LastRows(bits),
+        blocks,
+        per_block,
+    })
 }
 
 /// Rows handed from the reading thread to the grouping one at a time.
@@ -341,6 +485,9 @@ enum Batch {
 struct Finisher<'a> {
     stages: &'a Stages,
     on_valid: &'a mut dyn FnMut(Conversion),
+    /// Finished but not yet handed on: their rows are not all verified yet (second pass of
+    /// [`first_pass`] only).
+    held: Option<Vec<Conversion>>,
     valid_conversions: u64,
     valid_rows: u64,
     invalid: Vec<Invalid>,
@@ -348,6 +495,15 @@ struct Finisher<'a> {
 }
 
 impl Finisher<'_> {
+    /// Hands on what was held: every row it uses is verified.
+    fn release(&mut self) {
+        if let Some(held) = &mut self.held {
+            for c in held.drain(..) {
+                (self.on_valid)(c);
+            }
+        }
+    }
+
     fn take(&mut self, mut draft: OrderDraft, sources: &[(Field, String)]) {
         let rules = &self.stages.rules;
         let sale = &self.stages.sale;
@@ -385,7 +541,10 @@ impl Finisher<'_> {
             Ok(conversion) => {
                 self.valid_conversions += 1;
                 self.valid_rows += conversion.lines().len() as u64;
-                (self.on_valid)(conversion);
+                match &mut self.held {
+                    Some(held) => held.push(conversion),
+                    None => (self.on_valid)(conversion),
+                }
             }
             Err(inv) => self.invalid.push(*inv),
         }
@@ -398,10 +557,14 @@ fn process(
     path: &Path,
     kind: FileKind,
     input: Box<dyn BufRead + Send>,
-    last: Option<&LastRows>,
+    first: Option<&FirstPass>,
     on_valid: &mut dyn FnMut(Conversion),
 ) -> Result<FileReport, ReadError> {
     let io_err = |line: u64| io_at(path, line);
+    let last = first.map(|f| &f.last);
+    let expected = first.and_then(|f| f.blocks.as_deref());
+    let per_block = first.map_or(VERIFY_ROWS, |f| f.per_block);
+    let mut verifier: Option<Verifier>;
     let mut report = FileReport {
         path: path.to_owned(),
         kind: Some(kind),
@@ -411,6 +574,7 @@ fn process(
     let mut finisher = Finisher {
         stages,
         on_valid,
+        held: expected.map(|_| Vec::new()),
         valid_conversions: 0,
         valid_rows: 0,
         invalid: Vec::new(),
@@ -447,6 +611,7 @@ fn process(
                 ));
             }
             let refuse = !report.file_problems.is_empty();
+            verifier = expected.map(|e| Verifier::new(e, Some(&reader.header().names), per_block));
             // Both cores: reading and mapping on one thread, grouping and validating on this
             // one. Rows go through a bounded channel in batches, in file order, so results
             // and line numbers are the same as on one thread and memory stays bounded.
@@ -509,6 +674,9 @@ fn process(
                     for ReadRow { line, hash, row } in rows {
                         let ordinal = report.rows;
                         report.rows += 1;
+                        if let Some(v) = &mut verifier {
+                            v.add(line, &hash, path)?;
+                        }
                         match row {
                             Some(row) => take_row(
                                 row,
@@ -519,6 +687,9 @@ fn process(
                                 &mut finisher,
                             ),
                             None => report.refused.push(LineRef { line, hash }),
+                        }
+                        if verifier.as_ref().is_some_and(|v| v.closed_block()) {
+                            finisher.release();
                         }
                     }
                 }
@@ -537,6 +708,7 @@ fn process(
                 .filter_map(|f| stages.profile.describe_source(f).map(|s| (f, s)))
                 .collect();
             let mut last_line = 0;
+            verifier = expected.map(|e| Verifier::new(e, None, per_block));
             loop {
                 let next = reader.next_record().map_err(io_err(last_line + 1))?;
                 let Some((line, hash, parsed)) = next else {
@@ -545,6 +717,9 @@ fn process(
                 last_line = line;
                 let ordinal = report.rows;
                 report.rows += 1;
+                if let Some(v) = &mut verifier {
+                    v.add(line, &hash, path)?;
+                }
                 match parsed {
                     Ok(obj) => {
                         take_row(
@@ -563,6 +738,9 @@ fn process(
                             .push(Problem::new(Some(line), None, message));
                     }
                 }
+                if verifier.as_ref().is_some_and(|v| v.closed_block()) {
+                    finisher.release();
+                }
             }
             report.skipped = reader.skipped;
             let rules = stages.profile.rules.iter();
@@ -579,6 +757,12 @@ fn process(
             }
         }
     }
+    // Every row read is verified (the last, partial block too) before the rest is handed on.
+    if let Some(v) = verifier {
+        v.finish(path)?;
+    }
+    finisher.release();
+    finisher.held = None;
     // The orders still open (all of them in one pass) are complete now.
     let strays = grouper.finish_each(|d| finisher.take(d, &report.sources));
     let Finisher {
@@ -603,6 +787,67 @@ fn process(
     report.stray_problems.extend(strays.problems);
     report.stray_problems.sort_by_key(|p| p.line);
     Ok(report)
+}
+
+/// Checks the second pass's rows against the first pass's block digests as they come.
+struct Verifier<'a> {
+    expected: &'a [[u8; 16]],
+    digest: BlockDigest,
+    closed: bool,
+    last_line: u64,
+}
+
+impl<'a> Verifier<'a> {
+    fn new(expected: &'a [[u8; 16]], header: Option<&[String]>, per_block: u64) -> Verifier<'a> {
+        Verifier {
+            expected,
+            digest: BlockDigest::new(header, per_block),
+            closed: false,
+            last_line: 0,
+        }
+    }
+
+    fn add(
+        &mut self,
+        line: u64,
+        hash: &crate::model::LineHash,
+        path: &Path,
+    ) -> Result<(), ReadError> {
+        self.last_line = line;
+        self.closed = self.digest.add(line, hash);
+        if self.closed {
+            self.check(path)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the row just added closed (and so verified) a block.
+    fn closed_block(&self) -> bool {
+        self.closed
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ReadError> {
+        let k = self.digest.done.len() - 1;
+        if self.expected.get(k) != self.digest.done.get(k) {
+            return Err(ReadError::Changed {
+                path: path.to_owned(),
+                line: Some(self.last_line),
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(self, path: &Path) -> Result<(), ReadError> {
+        let (expected, last_line) = (self.expected, self.last_line);
+        let done = self.digest.finish();
+        if done.as_slice() != expected {
+            return Err(ReadError::Changed {
+                path: path.to_owned(),
+                line: Some(last_line),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One mapped row of the second pass: filtered, or grouped; when it is the last row of its

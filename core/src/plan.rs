@@ -58,7 +58,8 @@ pub struct Refused {
     pub problems: Vec<Problem>,
 }
 
-/// Decides, for one file.
+/// Decides, for one file (or one part of it). `resuming` is the file's id when an earlier
+/// run recorded part of its plan.
 #[allow(clippy::too_many_arguments)] // each input is a distinct fact of the file or ledger
 pub fn plan(
     conversions: &[(Conversion, String)],
@@ -69,6 +70,7 @@ pub fn plan(
     known: &HashMap<ConversionKey, Known>,
     known_lines: &HashSet<LineHash>,
     mode: Mode,
+    resuming: Option<i64>,
 ) -> Plan {
     let mut p = Plan::default();
     for (conversion, body) in conversions {
@@ -76,6 +78,11 @@ pub fn plan(
         let key = conversion.key();
         let existing = known.get(key);
         let (outcome, conv, reason) = match (existing, mode) {
+            // Resuming a file whose plan was recorded in part: what that part queued is this
+            // file's own, recorded again as sent (never queued twice).
+            (Some(k), Mode::Normal) if resuming == Some(k.file_id) => {
+                (LineOutcome::Sent, Some(ConvRef::Existing(k.id)), None)
+            }
             (None, _) => (
                 LineOutcome::Sent,
                 Some(queue(&mut p, key, body, hash, None)),
@@ -313,6 +320,7 @@ mod tests {
                 id: 7,
                 state,
                 payload_hash,
+                file_id: 1,
             },
         )])
     }
@@ -327,7 +335,37 @@ mod tests {
             k,
             &HashSet::new(),
             mode,
+            None,
         )
+    }
+
+    #[test]
+    fn a_resumed_file_keeps_what_its_recorded_part_queued_as_its_own() {
+        let c = conversion("A", "X", 2);
+        for state in [ConvState::Pending, ConvState::Accepted, ConvState::Rejected] {
+            let k = known(&c, state, true);
+            let own = |resuming| {
+                plan(
+                    std::slice::from_ref(&c),
+                    &[],
+                    &[],
+                    &[],
+                    &Refused::default(),
+                    &k,
+                    &HashSet::new(),
+                    Mode::Normal,
+                    resuming,
+                )
+            };
+            // The same file, resumed: its own line, not queued again.
+            let p = own(Some(1));
+            assert!(p.send.is_empty(), "{state:?}");
+            assert_eq!(p.lines[0].outcome, LineOutcome::Sent, "{state:?}");
+            assert_eq!(p.lines[0].conversion, Some(ConvRef::Existing(7)));
+            // Another file with the same order: as before.
+            let p = own(Some(2));
+            assert_ne!(p.lines[0].outcome, LineOutcome::Sent, "{state:?}");
+        }
     }
 
     #[test]

@@ -231,6 +231,8 @@ pub struct Known {
     pub id: i64,
     pub state: ConvState,
     pub payload_hash: String,
+    /// The file whose plan last queued it.
+    pub file_id: i64,
 }
 
 /// A conversion to record as pending.
@@ -257,7 +259,7 @@ pub struct NewLine {
     pub order_id: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvRef {
     Planned(usize),
     Existing(i64),

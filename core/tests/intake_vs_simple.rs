@@ -3,14 +3,18 @@
 //! order at its last row) gives exactly what a simple, independent reading gives: group
 //! every row by OrderId, items in file order, an order with a bad row invalid as a whole.
 //! Bodies, invalid orders with their lines, and stray rows are compared; the one-pass reader
-//! (`process_reader`) must agree too.
+//! (`process_reader`) must agree too, and so must the verified two passes `run` records in
+//! parts (`first_pass_in` + `second_pass`, with blocks of a few rows so their edges fall
+//! everywhere), which also hash the file as they read it.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
 
 use impact_drop_core::form;
-use impact_drop_core::intake::{process_file_in, process_reader, FileReport, Stages};
+use impact_drop_core::intake::{
+    first_pass_in, process_file_in, process_reader, second_pass, FileReport, Stages,
+};
 use impact_drop_core::model::Field;
 use impact_drop_core::profile::Profile;
 use impact_drop_core::read::{decode, Decoding, FileKind};
@@ -173,7 +177,8 @@ proptest! {
     #[test]
     fn two_pass_intake_matches_a_simple_reading(
         file in (prop::collection::vec(order(), 1..25), 0usize..3)
-            .prop_flat_map(|(orders, strays)| Just(rows(&orders, strays)).prop_shuffle())
+            .prop_flat_map(|(orders, strays)| Just(rows(&orders, strays)).prop_shuffle()),
+        per_block in 1u64..9,
     ) {
         let text = std::iter::once(HEADER.to_owned())
             .chain(file.iter().map(|(_, t)| t.clone()))
@@ -194,6 +199,18 @@ proptest! {
         prop_assert_eq!(bodies.len() as u64, report.valid_conversions);
         assert_same(&got(&report, bodies), &want, &text)?;
 
+        // The verified passes: the same, and the file's hash taken on the way.
+        let first = first_pass_in(&stages(), &path, per_block).unwrap();
+        prop_assert_eq!(&first.content_hash, &blake3::hash(text.as_bytes()).to_hex().to_string());
+        prop_assert_eq!(first.size, text.len() as u64);
+        let mut bodies = Vec::new();
+        let report = second_pass(&stages(), &path, &first, &mut |c| {
+            bodies.push((c.key().order_id.clone(), form::encode(&c)));
+        })
+        .unwrap();
+        prop_assert_eq!(bodies.len() as u64, report.valid_conversions);
+        assert_same(&got(&report, bodies), &want, &text)?;
+
         let input = decode(Cursor::new(text.clone().into_bytes()), Decoding::default()).unwrap();
         let mut bodies = Vec::new();
         let report = process_reader(&stages(), Path::new("orders.csv"), FileKind::Csv, input, &mut |c| {
@@ -202,4 +219,65 @@ proptest! {
         .unwrap();
         assert_same(&got(&report, bodies), &want, &text)?;
     }
+}
+
+/// A file rewritten between the passes: the second pass fails at the first block that
+/// differs, and no order using a row of it (or after it) is handed on.
+#[test]
+fn a_file_changed_between_the_passes_hands_on_nothing_it_cannot_prove() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.csv");
+    let row = |o: u32, price: &str| format!("O-{o},2025-11-20T10:00:00-05:00,USD,S{o},1,{price}");
+    // Orders 1..=40, one row each, in blocks of 4 rows.
+    let write = |changed: Option<u32>| {
+        let rows: Vec<String> = (1..=40)
+            .map(|o| row(o, if Some(o) == changed { "99.00" } else { "10.00" }))
+            .collect();
+        std::fs::write(&path, format!("{HEADER}\n{}\n", rows.join("\n"))).unwrap();
+    };
+    write(None);
+    let first = first_pass_in(&stages(), &path, 4).unwrap();
+    // Order 22 (row 22, in the sixth block: rows 21–24) changes its price.
+    write(Some(22));
+    let mut handed = Vec::new();
+    let err = second_pass(&stages(), &path, &first, &mut |c| {
+        handed.push(c.key().order_id.clone());
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the file changed while it was read (by line 25)"),
+        "{err}"
+    );
+    // Only the orders of the five blocks proven unchanged (rows 1–20).
+    let want: Vec<String> = (1..=20).map(|o| format!("O-{o}")).collect();
+    assert_eq!(handed, want);
+
+    // A header renamed (same rows): nothing is handed on.
+    write(None);
+    let first = first_pass_in(&stages(), &path, 4).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("ItemPrice", "ItemSubTotal", 1)).unwrap();
+    let mut handed = 0;
+    let err = second_pass(&stages(), &path, &first, &mut |_| handed += 1).unwrap_err();
+    assert!(
+        err.to_string().contains("changed while it was read"),
+        "{err}"
+    );
+    assert_eq!(handed, 0);
+
+    // Rows appended after the first pass: every block it knew is proven, then the end
+    // differs; the whole file is refused before its last orders are handed on.
+    write(None);
+    let first = first_pass_in(&stages(), &path, 4).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("{}\n", row(41, "10.00")));
+    std::fs::write(&path, text).unwrap();
+    let mut handed = 0;
+    let err = second_pass(&stages(), &path, &first, &mut |_| handed += 1).unwrap_err();
+    assert!(
+        err.to_string().contains("changed while it was read"),
+        "{err}"
+    );
+    assert_eq!(handed, 40);
 }

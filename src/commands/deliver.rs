@@ -80,6 +80,16 @@ impl Progress for Bar {
         self.bar.inc(1);
         self.tell();
     }
+
+    fn queued(&self, n: u64) {
+        self.bar.inc_length(n);
+        // Shown once there are enough to be worth a bar.
+        if self.bar.is_hidden() && self.bar.length().unwrap_or(0) >= 20 {
+            self.bar
+                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+        self.tell();
+    }
 }
 
 /// The delivery itself, for callers that already run tokio (the demo), with its report.
@@ -105,8 +115,16 @@ pub async fn deliver(
     }
     let command = request.command;
     let progress = |pending: u64, per_hour: u32| -> Arc<dyn Progress> {
-        if std::io::stderr().is_terminal() && pending >= 20 && !json {
-            let bar = indicatif::ProgressBar::new(pending);
+        if std::io::stderr().is_terminal() && !json {
+            // Files are read as conversions are sent: the length grows as they are recorded.
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(pending),
+                if pending >= 20 {
+                    indicatif::ProgressDrawTarget::stderr()
+                } else {
+                    indicatif::ProgressDrawTarget::hidden()
+                },
+            );
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} conversions answered ({msg})",

@@ -91,7 +91,7 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, state, payload_hash FROM conversions
+                "SELECT id, state, payload_hash, file_id FROM conversions
                  WHERE campaign_id = ?1 AND event_field = ?2 AND event_id = ?3 AND order_id = ?4",
             )
             .map_err(sql(&self.path, "look up conversions"))?;
@@ -105,6 +105,7 @@ impl Ledger {
                             id: r.get("id")?,
                             state: state(r, "state")?,
                             payload_hash: r.get("payload_hash")?,
+                            file_id: r.get("file_id")?,
                         })
                     },
                 )
@@ -145,6 +146,19 @@ impl Ledger {
         lines: &[NewLine],
         counts: &FileCounts,
     ) -> Result<(i64, Vec<i64>)> {
+        self.record_plan_part(file, conversions, lines, Some(counts))
+    }
+
+    /// Records one part of a file's plan in one transaction, as [`Ledger::record_plan`]
+    /// does for a whole one. A new file's first part records the file with its plan not
+    /// complete; the last part (the one with `counts`) completes it.
+    pub fn record_plan_part(
+        &mut self,
+        file: &PlanFile,
+        conversions: &[NewConversion],
+        lines: &[NewLine],
+        counts: Option<&FileCounts>,
+    ) -> Result<(i64, Vec<i64>)> {
         let path = self.path.clone();
         let now = now_text();
         let tx = self
@@ -163,9 +177,17 @@ impl Ledger {
                 mtime,
             } => {
                 tx.execute(
-                    "INSERT INTO files (content_hash, path, size, mtime, state, first_seen)
-                     VALUES (?1, ?2, ?3, ?4, 'processing', ?5)",
-                    params![content_hash, shown, *size as i64, mtime, now],
+                    "INSERT INTO files (content_hash, path, size, mtime, state, first_seen,
+                        plan_complete)
+                     VALUES (?1, ?2, ?3, ?4, 'processing', ?5, ?6)",
+                    params![
+                        content_hash,
+                        shown,
+                        *size as i64,
+                        mtime,
+                        now,
+                        counts.is_some()
+                    ],
                 )
                 .map_err(sql(&path, "record a file"))?;
                 let id = tx.last_insert_rowid();
@@ -257,16 +279,20 @@ impl Ledger {
                 ])
                 .map_err(sql(&path, "record lines"))?;
             }
-            tx.execute(
-                "UPDATE files SET rows = ?2, skipped_lines = ?3, invalid_orders = ?4 WHERE id = ?1",
-                params![
-                    file_id,
-                    counts.rows as i64,
-                    counts.skipped_lines as i64,
-                    counts.invalid_orders as i64
-                ],
-            )
-            .map_err(sql(&path, "record file counts"))?;
+            if let Some(counts) = counts {
+                tx.execute(
+                    "UPDATE files SET rows = ?2, skipped_lines = ?3, invalid_orders = ?4,
+                        plan_complete = 1
+                     WHERE id = ?1",
+                    params![
+                        file_id,
+                        counts.rows as i64,
+                        counts.skipped_lines as i64,
+                        counts.invalid_orders as i64
+                    ],
+                )
+                .map_err(sql(&path, "record file counts"))?;
+            }
         }
         tx.commit().map_err(sql(&path, "commit a file's plan"))?;
         Ok((file_id, ids))
@@ -508,9 +534,15 @@ impl Ledger {
         archived_to: Option<&str>,
         rejects: Option<&str>,
     ) -> Result<()> {
+        // A plan never completed (the file changed or went away before its last part was
+        // read) is closed under a hash no content has: the same content dropped again is
+        // read as new, never taken for a duplicate of a part.
         self.conn
             .execute(
                 "UPDATE files SET finished_at = ?2, archived_to = COALESCE(?3, archived_to),
+                    content_hash = CASE WHEN plan_complete = 0
+                      THEN 'partial:' || content_hash ELSE content_hash END,
+                    plan_complete = 1,
                     rejects_path = COALESCE(?4, rejects_path),
                     state = CASE WHEN EXISTS (SELECT 1 FROM files later
                         WHERE later.path = files.path AND later.id > files.id
@@ -521,6 +553,19 @@ impl Ledger {
             )
             .map_err(sql(&self.path, "finish a file"))?;
         Ok(())
+    }
+
+    /// Whether the file's whole plan is recorded (false while it is recorded in parts).
+    pub fn plan_complete(&self, file_id: i64) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT plan_complete FROM files WHERE id = ?1",
+                [file_id],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map(|c| c.unwrap_or(true))
+            .map_err(sql(&self.path, "look up a file"))
     }
 
     /// Notes where a duplicate file was moved.

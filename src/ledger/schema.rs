@@ -195,6 +195,12 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX conversions_accepted_by_order ON conversions(order_id)
         WHERE state = 'accepted';
     "#,
+    // 8: a large file's plan is recorded in parts as it is read (its first conversions go
+    // out while the rest is read); 0 until its last part is recorded, so a run that stopped
+    // in between reads the file again and records the rest.
+    r#"
+    ALTER TABLE files ADD COLUMN plan_complete INTEGER NOT NULL DEFAULT 1;
+    "#,
 ];
 
 /// Applies the migrations the database lacks.

@@ -90,7 +90,6 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
     })
     .await??;
     let run_id = with_ledger(&ledger, |l| l.start_run("watch", "")).await?;
-    let deliverer = Arc::new(Delivery::new(config.clone(), ledger.clone()));
     let state = Arc::new(DaemonState::default());
     let http_stop = CancellationToken::new();
     if let Some(addr) = config.http.listen {
@@ -112,6 +111,11 @@ pub async fn watch(config: Config, shutdown: CancellationToken) -> Result<(), Da
     };
 
     let work = Arc::new(Notify::new());
+    // A large file's parts go out as they are recorded.
+    let deliverer = Arc::new(Delivery::new(config.clone(), ledger.clone()).on_part({
+        let work = work.clone();
+        Arc::new(move |_| work.notify_one())
+    }));
     let send_stop = CancellationToken::new();
     // One pacer for sends and follow-ups: follow-ups take only the slots sending leaves.
     let pacer = Arc::new(Pacer::new(config.impact.requests_per_hour));
@@ -534,7 +538,10 @@ async fn sender_loop(
             opts,
             stop.clone(),
             progress,
-            Some(work.clone()),
+            Some(submit::Feed {
+                notify: work.clone(),
+                open: Default::default(),
+            }),
             &mut backlog,
         )
         .await;

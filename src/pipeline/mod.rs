@@ -3,8 +3,10 @@
 //!
 //! `intake`: a file's content hash → ledger dedup → the core's intake (read … validate) →
 //! the content verified unchanged → plan against the ledger → recorded (or, in a dry run, only
-//! reported); `deliver` (run/send): intake of every file, then `submit`, then `finish`;
-//! `finish`: rejects file and archive once every conversion of a file is final.
+//! reported); a large file is hashed by its first pass and recorded in parts as the second
+//! proves its rows unchanged. `deliver` (run/send): intake of every file while `submit` sends
+//! what is recorded, then `finish`: rejects file and archive once every conversion of a file
+//! is final.
 //!
 //! A dry run goes through the very same `intake` with a read-only ledger (or an empty one),
 //! so what it predicts is what a run would send.
@@ -147,6 +149,18 @@ pub struct PlanCounts {
     pub changed: Vec<Changed>,
 }
 
+impl PlanCounts {
+    /// Adds one part's plan (its bodies stay in the plan).
+    fn add(&mut self, p: &plan::Plan) {
+        self.queued += p.send.len() as u64;
+        self.already_sent += p.already_sent;
+        self.already_pending += p.already_pending;
+        self.already_rejected += p.already_rejected;
+        self.resent_accepted += p.resent_accepted;
+        self.changed.extend(p.changed.iter().cloned());
+    }
+}
+
 /// What intake did with a file.
 #[derive(Debug)]
 pub enum Intake {
@@ -198,6 +212,143 @@ pub struct Delivery {
     pub config: Config,
     pub stages: Stages,
     pub ledger: SharedLedger,
+    /// Told how many conversions each recorded part of a large file queued.
+    on_part: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+/// Conversions per recorded part of a large file.
+pub const PART: usize = 2048;
+
+/// What intake does with a file's content, given what the ledger knows of it.
+enum Known {
+    Taken(Intake),
+    Plan(PlanFile, Option<i64>),
+}
+
+/// The parts of a large file's plan, recorded as its conversions are handed on.
+struct Parts<'a> {
+    delivery: &'a Delivery,
+    file: PlanFile,
+    mode: Mode,
+    resuming: Option<i64>,
+    held: Vec<(crate::validate::Conversion, String)>,
+    plan: PlanCounts,
+    /// A part that could not be recorded: nothing more is (the file is read again later).
+    failed: Option<DeliverError>,
+    shown: &'a str,
+}
+
+impl Parts<'_> {
+    fn push(&mut self, c: crate::validate::Conversion) {
+        if self.failed.is_some() {
+            return;
+        }
+        let body = form::encode(&c);
+        self.held.push((c, body));
+        if self.held.len() >= PART {
+            if let Err(e) = self.record(None) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// Plans and records what is held (with the rest of the file's rows and its counts when
+    /// `tail` is the finished report, which completes the plan); returns the file's id.
+    fn record(&mut self, tail: Option<&mut FileReport>) -> Result<i64, DeliverError> {
+        let counts = tail.as_deref().map(file_counts);
+        let mut conversions = std::mem::take(&mut self.held);
+        let mut ledger = lock(&self.delivery.ledger)?;
+        let p = plan_part(&ledger, &mut conversions, tail, self.mode, self.resuming)?;
+        let (file_id, _) =
+            ledger.record_plan_part(&self.file, &p.send, &p.lines, counts.as_ref())?;
+        drop(ledger);
+        self.file = PlanFile::Existing(file_id);
+        warn_changed(&p.changed, self.shown);
+        self.plan.add(&p);
+        if let Some(hook) = &self.delivery.on_part {
+            hook(p.send.len() as u64);
+        }
+        Ok(file_id)
+    }
+}
+
+/// Plans conversions (sorted by first line here) against the ledger; with the file's
+/// `report`, its invalid, filtered, stray and refused rows too.
+fn plan_part(
+    ledger: &Ledger,
+    conversions: &mut [(crate::validate::Conversion, String)],
+    report: Option<&mut FileReport>,
+    mode: Mode,
+    resuming: Option<i64>,
+) -> Result<plan::Plan, DeliverError> {
+    // Orders arrive as they complete; they are planned (and sent) in file order.
+    conversions.sort_by_key(|(c, _)| c.lines().first().map(|l| l.line));
+    let keys: Vec<_> = conversions.iter().map(|(c, _)| c.key()).collect();
+    let known = ledger.known(&keys)?;
+    // Line hashes matter only for orders already accepted (to name the new lines).
+    let hashes: Vec<LineHash> = conversions
+        .iter()
+        .filter(|(c, _)| {
+            known
+                .get(c.key())
+                .is_some_and(|k| k.state == ConvState::Accepted)
+        })
+        .flat_map(|(c, _)| c.lines().iter().map(|l| l.hash))
+        .collect();
+    let known_lines: HashSet<LineHash> = ledger.known_lines(&hashes)?;
+    let Some(report) = report else {
+        return Ok(plan::plan(
+            conversions,
+            &[],
+            &[],
+            &[],
+            &plan::Refused::default(),
+            &known,
+            &known_lines,
+            mode,
+            resuming,
+        ));
+    };
+    let mut strays: BTreeMap<u64, (LineRef, Vec<Problem>)> = report
+        .stray_lines
+        .iter()
+        .map(|l| (l.line, (*l, Vec::new())))
+        .collect();
+    for p in &report.stray_problems {
+        if let Some(entry) = p.line.and_then(|l| strays.get_mut(&l)) {
+            entry.1.push(p.clone());
+        }
+    }
+    let strays: Vec<(LineRef, Vec<Problem>)> = strays.into_values().collect();
+    let refused = plan::Refused {
+        lines: std::mem::take(&mut report.refused),
+        problems: report.file_problems.clone(),
+    };
+    Ok(plan::plan(
+        conversions,
+        &report.invalid,
+        &report.filtered,
+        &strays,
+        &refused,
+        &known,
+        &known_lines,
+        mode,
+        resuming,
+    ))
+}
+
+fn file_counts(report: &FileReport) -> FileCounts {
+    FileCounts {
+        rows: report.rows,
+        skipped_lines: report.skipped.blank + report.skipped.repeated_headers,
+        invalid_orders: report.invalid.len() as u64,
+    }
+}
+
+fn warn_changed(changed: &[Changed], shown: &str) {
+    for c in changed {
+        tracing::warn!(file = %shown, order_id = %c.key.order_id, "order changed after it was sent; adjust it in impact (lines {:?})", c.lines);
+    }
 }
 
 fn lock(
@@ -214,6 +365,7 @@ impl Delivery {
             stages: config.stages(),
             config,
             ledger,
+            on_part: None,
         }
     }
 
@@ -228,36 +380,29 @@ impl Delivery {
         Ok(Delivery::new(config, Arc::new(Mutex::new(ledger))))
     }
 
-    /// Takes one file in (blocking: reads the file and the ledger).
+    /// Calls `hook` with the number of conversions queued each time part of a large file's
+    /// plan is recorded (the sender can start on them while the rest is read).
+    pub fn on_part(mut self, hook: Arc<dyn Fn(u64) + Send + Sync>) -> Delivery {
+        self.on_part = Some(hook);
+        self
+    }
+
+    /// Takes one file in (blocking: reads the file and the ledger). A file read in two passes
+    /// (see [`crate::intake::in_two_passes`]) is recorded in parts as it is read; a small one
+    /// in one transaction once read.
     pub fn intake(&self, path: &Path, mode: Mode, record: Record) -> Result<Intake, DeliverError> {
+        if let (Record::Yes { run_id }, true) = (record, crate::intake::in_two_passes(path)) {
+            return self.intake_in_parts(path, mode, run_id);
+        }
         let io = |e| DeliverError::Io {
             path: path.to_owned(),
             source: e,
         };
         let (hash, size) = content_hash(path).map_err(io)?;
         let shown = path.display().to_string();
-        let found = lock(&self.ledger)?.file_by_hash(&hash)?;
-        let file = match (found, mode) {
-            (Some(f), Mode::Normal) if f.state == FileState::Processing && f.path == shown => {
-                return Ok(Intake::Resumed { file_id: f.id });
-            }
-            (Some(f), Mode::Normal) => {
-                let file_id = match record {
-                    Record::Yes { .. } => {
-                        lock(&self.ledger)?.insert_duplicate(&hash, &shown, size, f.id)?
-                    }
-                    Record::DryRun => f.id,
-                };
-                tracing::debug!(file = %shown, duplicate_of = f.id, "same content as {}: nothing sent", f.path);
-                return Ok(Intake::Duplicate { file_id, of: f });
-            }
-            (Some(f), Mode::Replay { .. }) => PlanFile::Existing(f.id),
-            (None, _) => PlanFile::New {
-                content_hash: hash.clone(),
-                path: shown.clone(),
-                size,
-                mtime: mtime_text(path),
-            },
+        let file = match self.known_file(&hash, path, mode, record, size)? {
+            Known::Taken(intake) => return Ok(intake),
+            Known::Plan(file, _) => file,
         };
         if record != Record::DryRun {
             fault_hook_after_hash();
@@ -267,10 +412,97 @@ impl Delivery {
             let body = form::encode(&c);
             conversions.push((c, body));
         })?;
-        // Orders arrive as they complete; they are planned (and sent) in file order.
-        conversions.sort_by_key(|(c, _)| c.lines().first().map(|l| l.line));
-        // Fields the endpoint does not define: a line each when few, else one line naming
-        // them (`check` gives each with its column).
+        self.say_ignored(&report, &shown);
+        // The content must still be what was hashed: a file rewritten or truncated while it
+        // was read is not planned (no order goes with part of its rows); it is read again
+        // once it settles.
+        let (after, _) = content_hash(path).map_err(io)?;
+        if after != hash {
+            return Err(ReadError::Changed {
+                path: path.to_owned(),
+                line: None,
+            }
+            .into());
+        }
+        let mut ledger = lock(&self.ledger)?;
+        let p = plan_part(&ledger, &mut conversions, Some(&mut report), mode, None)?;
+        let counts = file_counts(&report);
+        let Record::Yes { run_id } = record else {
+            let mut plan = PlanCounts::default();
+            plan.add(&p);
+            plan.would_send = p.send;
+            return Ok(Intake::Planned {
+                file_id: None,
+                report: Box::new(report),
+                plan,
+            });
+        };
+        let (file_id, _) = ledger.record_plan(&file, &p.send, &p.lines, &counts)?;
+        if let Mode::Replay { resend_accepted } = mode {
+            ledger.record_replay(run_id, file_id, resend_accepted, p.send.len() as u64)?;
+        }
+        drop(ledger);
+        if let Some(hook) = &self.on_part {
+            hook(p.send.len() as u64);
+        }
+        warn_changed(&p.changed, &shown);
+        let mut plan = PlanCounts::default();
+        plan.add(&p);
+        Ok(Intake::Planned {
+            file_id: Some(file_id),
+            report: Box::new(report),
+            plan,
+        })
+    }
+
+    /// What the ledger already knows of content `hash` at `path`: a duplicate or a file to
+    /// resume (taken), or how to record its plan (with the file whose recorded part is
+    /// resumed, if any).
+    fn known_file(
+        &self,
+        hash: &str,
+        path: &Path,
+        mode: Mode,
+        record: Record,
+        size: u64,
+    ) -> Result<Known, DeliverError> {
+        let shown = path.display().to_string();
+        let found = lock(&self.ledger)?.file_by_hash(hash)?;
+        Ok(match (found, mode) {
+            (Some(f), Mode::Normal) if f.state == FileState::Processing && f.path == shown => {
+                if lock(&self.ledger)?.plan_complete(f.id)? {
+                    return Ok(Known::Taken(Intake::Resumed { file_id: f.id }));
+                }
+                // Recorded in part when an earlier run stopped: the rest is read now.
+                tracing::info!(file = %shown, "part of this file was recorded when an earlier run stopped; reading the rest");
+                Known::Plan(PlanFile::Existing(f.id), Some(f.id))
+            }
+            (Some(f), Mode::Normal) => {
+                let file_id = match record {
+                    Record::Yes { .. } => {
+                        lock(&self.ledger)?.insert_duplicate(hash, &shown, size, f.id)?
+                    }
+                    Record::DryRun => f.id,
+                };
+                tracing::debug!(file = %shown, duplicate_of = f.id, "same content as {}: nothing sent", f.path);
+                Known::Taken(Intake::Duplicate { file_id, of: f })
+            }
+            (Some(f), Mode::Replay { .. }) => Known::Plan(PlanFile::Existing(f.id), None),
+            (None, _) => Known::Plan(
+                PlanFile::New {
+                    content_hash: hash.to_owned(),
+                    path: shown,
+                    size,
+                    mtime: mtime_text(path),
+                },
+                None,
+            ),
+        })
+    }
+
+    /// Fields the endpoint does not define: a line each when few, else one line naming them
+    /// (`check` gives each with its column).
+    fn say_ignored(&self, report: &FileReport, shown: &str) {
         let endpoint = self.config.impact.endpoint;
         if report.ignored.len() <= 3 {
             for (field, from) in &report.ignored {
@@ -287,97 +519,63 @@ impl Delivery {
                 names.join(", ")
             );
         }
-        // The content must still be what was hashed: a file rewritten or truncated while it
-        // was read is not planned (no order goes with part of its rows); it is read again
-        // once it settles.
-        let (after, _) = content_hash(path).map_err(io)?;
-        if after != hash {
-            return Err(DeliverError::Io {
-                path: path.to_owned(),
-                source: std::io::Error::other(
-                    "the file changed while it was read; nothing was recorded, it is read again once it settles",
-                ),
-            });
-        }
-        let mut strays: BTreeMap<u64, (LineRef, Vec<Problem>)> = report
-            .stray_lines
-            .iter()
-            .map(|l| (l.line, (*l, Vec::new())))
-            .collect();
-        for p in &report.stray_problems {
-            if let Some(entry) = p.line.and_then(|l| strays.get_mut(&l)) {
-                entry.1.push(p.clone());
-            }
-        }
-        let strays: Vec<(LineRef, Vec<Problem>)> = strays.into_values().collect();
+    }
 
-        let mut ledger = lock(&self.ledger)?;
-        let keys: Vec<_> = conversions.iter().map(|(c, _)| c.key()).collect();
-        let known = ledger.known(&keys)?;
-        // Line hashes matter only for orders already accepted (to name the new lines).
-        let hashes: Vec<LineHash> = conversions
-            .iter()
-            .filter(|(c, _)| {
-                known
-                    .get(c.key())
-                    .is_some_and(|k| k.state == ConvState::Accepted)
-            })
-            .flat_map(|(c, _)| c.lines().iter().map(|l| l.hash))
-            .collect();
-        let known_lines: HashSet<LineHash> = ledger.known_lines(&hashes)?;
-        let refused = plan::Refused {
-            lines: std::mem::take(&mut report.refused),
-            problems: report.file_problems.clone(),
-        };
-        let p = plan::plan(
-            &conversions,
-            &report.invalid,
-            &report.filtered,
-            &strays,
-            &refused,
-            &known,
-            &known_lines,
+    /// A large file, recorded in parts as it is read, so its first conversions go out while
+    /// the rest is read and memory does not grow with the file. The first pass hashes the
+    /// file and marks the last row of each order; the second hands each order on once every
+    /// row it uses is proven the same as in the first pass, and parts of [`PART`]
+    /// conversions are planned and recorded, each in its own transaction. The last part
+    /// (the rest, the invalid and filtered rows, the file's counts) completes the plan; a
+    /// run that stops before it reads the file again and records the rest (`resuming`).
+    fn intake_in_parts(
+        &self,
+        path: &Path,
+        mode: Mode,
+        run_id: i64,
+    ) -> Result<Intake, DeliverError> {
+        let shown = path.display().to_string();
+        let first = crate::intake::first_pass(&self.stages, path)?;
+        let (file, resuming) = match self.known_file(
+            &first.content_hash,
+            path,
             mode,
-        );
-        let counts = FileCounts {
-            rows: report.rows,
-            skipped_lines: report.skipped.blank + report.skipped.repeated_headers,
-            invalid_orders: report.invalid.len() as u64,
+            Record::Yes { run_id },
+            first.size,
+        )? {
+            Known::Taken(intake) => return Ok(intake),
+            Known::Plan(file, resuming) => (file, resuming),
         };
-        let Record::Yes { run_id } = record else {
-            return Ok(Intake::Planned {
-                file_id: None,
-                report: Box::new(report),
-                plan: PlanCounts {
-                    queued: p.send.len() as u64,
-                    already_sent: p.already_sent,
-                    already_pending: p.already_pending,
-                    already_rejected: p.already_rejected,
-                    resent_accepted: p.resent_accepted,
-                    changed: p.changed,
-                    would_send: p.send,
-                },
-            });
+        fault_hook_after_hash();
+        let mut parts = Parts {
+            delivery: self,
+            file,
+            mode,
+            resuming,
+            held: Vec::new(),
+            plan: PlanCounts::default(),
+            failed: None,
+            shown: &shown,
         };
-        let (file_id, _) = ledger.record_plan(&file, &p.send, &p.lines, &counts)?;
-        if let Mode::Replay { resend_accepted } = mode {
-            ledger.record_replay(run_id, file_id, resend_accepted, p.send.len() as u64)?;
+        let read = crate::intake::second_pass(&self.stages, path, &first, &mut |c| parts.push(c));
+        if let Some(e) = parts.failed.take() {
+            return Err(e);
         }
-        for c in &p.changed {
-            tracing::warn!(file = %shown, order_id = %c.key.order_id, "order changed after it was sent; adjust it in impact (lines {:?})", c.lines);
+        let mut report = read?;
+        self.say_ignored(&report, &shown);
+        let file_id = parts.record(Some(&mut report))?;
+        if let Mode::Replay { resend_accepted } = mode {
+            lock(&self.ledger)?.record_replay(
+                run_id,
+                file_id,
+                resend_accepted,
+                parts.plan.queued,
+            )?;
         }
         Ok(Intake::Planned {
             file_id: Some(file_id),
             report: Box::new(report),
-            plan: PlanCounts {
-                would_send: Vec::new(),
-                queued: p.send.len() as u64,
-                already_sent: p.already_sent,
-                already_pending: p.already_pending,
-                already_rejected: p.already_rejected,
-                resent_accepted: p.resent_accepted,
-                changed: p.changed,
-            },
+            plan: parts.plan,
         })
     }
 
@@ -437,6 +635,10 @@ impl Delivery {
             (Some(now), Some(r)) => *now == r.content_hash,
             _ => false,
         };
+        if same && !lock(&self.ledger)?.plan_complete(file_id)? {
+            // Recorded in part: the rest is read (and recorded) by the next run first.
+            return Ok(None);
+        }
         if current.is_some() && !same {
             done.changed_on_disk = true;
             tracing::warn!(file = %path.display(), "the file changed since it was read; it stays in place and its new content will be read");
@@ -646,9 +848,10 @@ pub fn preflight(
     Ok((sid, token))
 }
 
-/// `run` and `send`: every file taken in (read, planned, recorded) before anything is sent;
-/// then everything pending is submitted; then every file whose conversions are final is
-/// finished. `progress` is made once the number of pending conversions is known.
+/// `run` and `send`: every file taken in (read, planned, recorded) while what is recorded is
+/// submitted (each file, or part of a large one, before any of its conversions is sent);
+/// then every file whose conversions are final is finished. `progress` starts with the
+/// conversions already pending and grows as files are recorded.
 pub async fn deliver(
     config: &Config,
     request: Request,
@@ -668,60 +871,49 @@ pub async fn deliver(
         move |l| l.start_run(cmd, &args)
     })
     .await?;
-    let delivery = Arc::new(Delivery::new(config.clone(), ledger.clone()));
-
-    // Intake: every file read, planned and recorded before anything is sent.
-    let mut seen: Vec<Seen> = Vec::new();
-    let mut unreadable = Vec::new();
-    for path in request_paths(config, request.files.as_deref())? {
-        let (d, p, mode) = (delivery.clone(), path.clone(), request.mode);
-        let result =
-            tokio::task::spawn_blocking(move || d.intake(&p, mode, Record::Yes { run_id }))
-                .await
-                .map_err(task_failed)?;
-        match result {
-            Ok(intake) => seen.push(Seen {
-                path,
-                file_id: intake.file_id().unwrap_or_default(),
-                intake: Some(intake),
-                finished: None,
-                archived_duplicate: None,
-                stats: None,
-            }),
-            Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => unreadable.push(e),
-        }
-    }
-    // Files an earlier run left unfinished are finished too.
-    for f in with_ledger(&ledger, |l| l.open_files()).await? {
-        if !seen.iter().any(|s| s.file_id == f.id) {
-            seen.push(Seen {
-                path: PathBuf::from(&f.path),
-                file_id: f.id,
-                intake: None,
-                finished: None,
-                archived_duplicate: None,
-                stats: None,
-            });
-        }
-    }
-
     let follow = arm_follow_up(config, &ledger).await?;
-    // Submit everything pending (this run's and any left from before).
-    let pending = with_ledger(&ledger, |l| l.pending_count()).await?;
     let client = Arc::new(
         Client::new(&config.impact, &sid, token)
             .map_err(|e| DeliverError::Client(e.to_string()))?,
     );
     let pacer = Arc::new(Pacer::new(config.impact.requests_per_hour));
-    if let Some((_, text)) = pacer
-        .eta(pending)
-        .filter(|(eta, _)| *eta >= Duration::from_secs(60))
-    {
-        tracing::info!(
-            "{text}; raise [impact] requests_per_hour only if impact raised your account's limit"
-        );
-    }
+
+    // Intake and sending at once: each file (or part of a large one) is recorded before
+    // any of its conversions is sent, and sent while the next is read.
+    let pending_before = with_ledger(&ledger, |l| l.pending_count()).await?;
+    let progress = progress(pending_before, config.impact.requests_per_hour);
+    let feed = submit::Feed::opened();
+    let delivery = Arc::new(Delivery::new(config.clone(), ledger.clone()).on_part({
+        let (progress, feed) = (progress.clone(), feed.clone());
+        Arc::new(move |n| {
+            progress.queued(n);
+            feed.notify.notify_one();
+        })
+    }));
+    let intake = {
+        let paths = request_paths(config, request.files.as_deref())?;
+        let (delivery, feed, cancel, mode) =
+            (delivery.clone(), feed.clone(), cancel.clone(), request.mode);
+        let pacer = pacer.clone();
+        tokio::spawn(async move {
+            let result = intake_all(delivery.clone(), paths, mode, run_id, cancel).await;
+            feed.close();
+            // The time the whole backlog takes at the account's budget.
+            let ledger = delivery.ledger.clone();
+            if let Ok(pending) = with_ledger(&ledger, |l| l.pending_count()).await {
+                if let Some((_, text)) = pacer
+                    .eta(pending)
+                    .filter(|(eta, _)| *eta >= Duration::from_secs(60))
+                {
+                    tracing::info!(
+                        "{text}; raise [impact] requests_per_hour only if impact raised your account's limit"
+                    );
+                }
+            }
+            result
+        })
+    };
+    // Submit everything pending (this run's, as it is recorded, and any left from before).
     let opts = submit::Options {
         max_in_flight: config.impact.max_in_flight,
         give_up_after: Some(Duration::from_secs(config.impact.give_up_after_secs)),
@@ -734,11 +926,12 @@ pub async fn deliver(
         pacer.clone(),
         opts,
         cancel.clone(),
-        progress(pending, config.impact.requests_per_hour),
-        None,
+        progress,
+        Some(feed),
         &mut backlog,
     )
     .await;
+    let taken = intake.await.map_err(task_failed)?;
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {
@@ -758,6 +951,20 @@ pub async fn deliver(
             return Err(e.into());
         }
     };
+    let (mut seen, unreadable) = taken?;
+    // Files an earlier run left unfinished are finished too.
+    for f in with_ledger(&ledger, |l| l.open_files()).await? {
+        if !seen.iter().any(|s| s.file_id == f.id) {
+            seen.push(Seen {
+                path: PathBuf::from(&f.path),
+                file_id: f.id,
+                intake: None,
+                finished: None,
+                archived_duplicate: None,
+                stats: None,
+            });
+        }
+    }
 
     // Finish: rejects files and archive for every file whose conversions are all final.
     for s in &mut seen {
@@ -828,6 +1035,42 @@ pub async fn deliver(
         followed,
         at_impact,
     })
+}
+
+/// Takes every file in, in order (stopping at a fatal error, or before the next file once
+/// `cancel` fires): the files seen and those that could not be read.
+async fn intake_all(
+    delivery: Arc<Delivery>,
+    paths: Vec<PathBuf>,
+    mode: Mode,
+    run_id: i64,
+    cancel: CancellationToken,
+) -> Result<(Vec<Seen>, Vec<DeliverError>), DeliverError> {
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in paths {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let (d, p) = (delivery.clone(), path.clone());
+        let result =
+            tokio::task::spawn_blocking(move || d.intake(&p, mode, Record::Yes { run_id }))
+                .await
+                .map_err(task_failed)?;
+        match result {
+            Ok(intake) => seen.push(Seen {
+                path,
+                file_id: intake.file_id().unwrap_or_default(),
+                intake: Some(intake),
+                finished: None,
+                archived_duplicate: None,
+                stats: None,
+            }),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => unreadable.push(e),
+        }
+    }
+    Ok((seen, unreadable))
 }
 
 /// Whether this process follows accepted conversions up (`[follow_up] enabled`, and not a

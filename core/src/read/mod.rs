@@ -43,6 +43,14 @@ pub enum ReadError {
         line: u64,
         source: io::Error,
     },
+    /// The file's bytes differ between the two passes over it: it was still being written
+    /// (or replaced) while it was read.
+    #[error(
+        "{path}: the file changed while it was read{}; nothing was recorded from the changed \
+         read: it is read again once it settles",
+        .line.map(|l| format!(" (by line {l})")).unwrap_or_default()
+    )]
+    Changed { path: PathBuf, line: Option<u64> },
 }
 
 /// How to decode a file's bytes.
@@ -100,6 +108,58 @@ pub fn is_gzip(path: &Path) -> bool {
 /// Opens a file for streaming, decompressed (`.gz`) and decoded to UTF-8 as configured, with
 /// any BOM removed.
 pub fn open(path: &Path, decoding: Decoding) -> Result<Box<dyn BufRead + Send>, ReadError> {
+    open_in(path, decoding, None)
+}
+
+/// The content hash (BLAKE3, hex) and size of the bytes on disk, taken as a file is read.
+#[derive(Clone, Default)]
+pub struct RawDigest(std::sync::Arc<std::sync::Mutex<(blake3::Hasher, u64)>>);
+
+impl RawDigest {
+    /// The hash and size of every byte read so far (all of them once the reader hit the end).
+    pub fn finish(&self) -> (String, u64) {
+        match self.0.lock() {
+            Ok(g) => (g.0.finalize().to_hex().to_string(), g.1),
+            // A reader that panicked mid-update: a hash that matches nothing.
+            Err(_) => (String::new(), 0),
+        }
+    }
+}
+
+/// Feeds every byte read from the file into a [`RawDigest`] (before decompression and
+/// decoding: the hash is of the bytes on disk, the same as hashing the file separately).
+struct Hashing<R> {
+    inner: R,
+    digest: RawDigest,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut g) = self.digest.0.lock() {
+            g.0.update(&buf[..n]);
+            g.1 += n as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// [`open`], hashing the bytes on disk as they are read: the file is hashed while it is
+/// parsed instead of read once more for its hash.
+pub fn open_hashing(
+    path: &Path,
+    decoding: Decoding,
+) -> Result<(Box<dyn BufRead + Send>, RawDigest), ReadError> {
+    let digest = RawDigest::default();
+    let input = open_in(path, decoding, Some(digest.clone()))?;
+    Ok((input, digest))
+}
+
+fn open_in(
+    path: &Path,
+    decoding: Decoding,
+    digest: Option<RawDigest>,
+) -> Result<Box<dyn BufRead + Send>, ReadError> {
     let file = File::open(path).map_err(|e| ReadError::Open {
         path: path.to_owned(),
         source: e,
@@ -121,6 +181,13 @@ pub fn open(path: &Path, decoding: Decoding) -> Result<Box<dyn BufRead + Send>, 
             });
         }
     }
+    let file: Box<dyn Read + Send> = match digest {
+        Some(digest) => Box::new(Hashing {
+            inner: file,
+            digest,
+        }),
+        None => Box::new(file),
+    };
     let raw: Box<dyn BufRead + Send> = match (is_gzip(path), decoding.max_bytes) {
         (true, limit) => {
             let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(64 * 1024, file));
