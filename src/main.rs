@@ -7,6 +7,11 @@ use impact_drop::cli::{Cli, LogFormat};
 use impact_drop::commands::{self, Outcome};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: `check` on 1,000,000 rows and delivery allocate many small short-lived values
+/// (rows, fields, bodies); measured faster than the system allocator (README, Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format, cli.verbose, cli.quiet);
