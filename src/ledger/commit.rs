@@ -118,19 +118,22 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Which of these line hashes the ledger has seen in any file.
-    pub fn known_lines(&self, hashes: &[LineHash]) -> Result<HashSet<LineHash>> {
+    /// The hashes of every line, in any file, of these conversions.
+    pub fn known_lines(&self, conversions: &[i64]) -> Result<HashSet<LineHash>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT 1 FROM lines WHERE hash = ?1 LIMIT 1")
+            .prepare_cached("SELECT hash FROM lines WHERE conversion_id = ?1")
             .map_err(sql(&self.path, "look up lines"))?;
         let mut out = HashSet::new();
-        for h in hashes {
-            if stmt
-                .exists([&h.0[..]])
-                .map_err(sql(&self.path, "look up lines"))?
-            {
-                out.insert(*h);
+        for id in conversions {
+            let hashes = stmt
+                .query_map([id], |r| r.get::<_, Vec<u8>>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql(&self.path, "look up lines"))?;
+            for h in hashes {
+                if let Ok(h) = <[u8; 16]>::try_from(h.as_slice()) {
+                    out.insert(LineHash(h));
+                }
             }
         }
         Ok(out)
@@ -207,15 +210,21 @@ impl Ledger {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO conversions (campaign_id, event_field, event_id, order_id, state,
-                        body, payload_hash, file_id, created_at, updated_at, next_attempt_at)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?8, ?8)",
+                        payload_hash, file_id, created_at, updated_at, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?7, ?7)",
+                )
+                .map_err(sql(&path, "record conversions"))?;
+            let mut body = tx
+                .prepare_cached(
+                    "INSERT INTO bodies (conversion_id, body) VALUES (?1, ?2)
+                     ON CONFLICT (conversion_id) DO UPDATE SET body = excluded.body",
                 )
                 .map_err(sql(&path, "record conversions"))?;
             let mut resend = tx
                 .prepare_cached(
-                    "UPDATE conversions SET state = 'pending', body = ?2, payload_hash = ?3,
-                        file_id = ?4, attempts = 0, last_error = NULL, next_attempt_at = ?5,
-                        updated_at = ?5, uncertain = 0
+                    "UPDATE conversions SET state = 'pending', payload_hash = ?2,
+                        file_id = ?3, attempts = 0, last_error = NULL, next_attempt_at = ?4,
+                        updated_at = ?4, uncertain = 0
                      WHERE id = ?1",
                 )
                 .map_err(sql(&path, "record conversions"))?;
@@ -223,7 +232,8 @@ impl Ledger {
                 match c.existing {
                     Some(id) => {
                         resend
-                            .execute(params![id, c.body, c.payload_hash, file_id, now])
+                            .execute(params![id, c.payload_hash, file_id, now])
+                            .and_then(|_| body.execute(params![id, c.body]))
                             .map_err(sql(&path, "record conversions"))?;
                         ids.push(id);
                     }
@@ -234,13 +244,15 @@ impl Ledger {
                                 c.key.event_field,
                                 c.key.event_id,
                                 c.key.order_id,
-                                c.body,
                                 c.payload_hash,
                                 file_id,
                                 now
                             ])
                             .map_err(sql(&path, "record conversions"))?;
-                        ids.push(tx.last_insert_rowid());
+                        let id = tx.last_insert_rowid();
+                        body.execute(params![id, c.body])
+                            .map_err(sql(&path, "record conversions"))?;
+                        ids.push(id);
                     }
                 }
             }
@@ -347,10 +359,15 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, order_id, body, attempts, file_id FROM conversions
-                 WHERE state = 'pending'
-                   AND (next_attempt_at IS NULL OR next_attempt_at <= ?1 OR next_attempt_at > ?3)
-                 ORDER BY next_attempt_at, id LIMIT ?2",
+                // A pending conversion always has its body; were one missing, an empty body
+                // goes and impact's refusal says so (never a conversion silently skipped).
+                "SELECT c.id AS id, c.order_id AS order_id, COALESCE(b.body, '') AS body,
+                        c.attempts AS attempts, c.file_id AS file_id
+                 FROM conversions c LEFT JOIN bodies b ON b.conversion_id = c.id
+                 WHERE c.state = 'pending'
+                   AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?1
+                        OR c.next_attempt_at > ?3)
+                 ORDER BY c.next_attempt_at, c.id LIMIT ?2",
             )
             .map_err(sql(&self.path, "list pending conversions"))?;
         let rows = stmt
@@ -424,6 +441,10 @@ impl Ledger {
                      WHERE id = ?1 AND state = 'pending'",
                 )
                 .map_err(sql(&path, "record outcomes"))?;
+            // Nothing reads an accepted conversion's body again.
+            let mut drop_body = tx
+                .prepare_cached("DELETE FROM bodies WHERE conversion_id = ?1")
+                .map_err(sql(&path, "record outcomes"))?;
             let mut unsent = tx
                 .prepare_cached(
                     "UPDATE conversions SET dispatches = MAX(dispatches - 1, 0) WHERE id = ?1",
@@ -458,7 +479,9 @@ impl Ledger {
                         warnings,
                     } => {
                         let w = (!warnings.is_empty()).then(|| warnings.join("\n"));
-                        let n = accepted.execute(params![id, queued_uri, w, now]);
+                        let n = accepted
+                            .execute(params![id, queued_uri, w, now])
+                            .and_then(|n| drop_body.execute([id]).map(|_| n));
                         match (follow_up, queued_uri) {
                             (Some(first), Some(_)) => n.and_then(|_| {
                                 follow.execute(params![id, time_text(now_utc + first), now])

@@ -347,6 +347,13 @@ impl Ledger {
             }
             return Ok(());
         }
+        if version == 0 {
+            // A new ledger gives back the pages its bodies used once they are sent
+            // (`reclaim`); the mode can only be chosen before the first table exists.
+            self.conn
+                .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(sql(&path, "set auto_vacuum"))?;
+        }
         self.conn
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(sql(&path, "switch to WAL"))?;
@@ -365,6 +372,33 @@ impl Ledger {
         schema::migrate(&mut self.conn).map_err(sql(&path, "migrate"))?;
         schema::state_checks(&self.conn).map_err(sql(&path, "install state checks"))?;
         Ok(())
+    }
+
+    /// Gives the file's free pages back to the disk (the bodies of a backlog, once sent) when
+    /// there are more than 1 MiB of them; returns how many pages. Ledgers made before
+    /// version 9 keep their free pages for reuse instead.
+    pub fn reclaim(&mut self) -> Result<u64> {
+        let path = self.path.clone();
+        let pages = |c: &Connection, pragma: &str| -> rusqlite::Result<i64> {
+            c.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+        };
+        let incremental = pages(&self.conn, "auto_vacuum").map_err(sql(&path, "reclaim"))? == 2;
+        let free = pages(&self.conn, "freelist_count").map_err(sql(&path, "reclaim"))?;
+        if !incremental || free < 256 {
+            return Ok(0);
+        }
+        // The pragma frees one page per step: stepped to its end.
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA incremental_vacuum")
+            .map_err(sql(&path, "reclaim free pages"))?;
+        let mut rows = stmt.query([]).map_err(sql(&path, "reclaim free pages"))?;
+        while rows
+            .next()
+            .map_err(sql(&path, "reclaim free pages"))?
+            .is_some()
+        {}
+        Ok(free as u64)
     }
 
     /// Runs a read-only query for `status`.
@@ -569,6 +603,61 @@ mod tests {
         .1[0]
     }
 
+    /// A body is kept while its conversion is pending and goes at its acceptance; the pages
+    /// a sent backlog's bodies used go back to the disk, and what is due still reads them.
+    #[test]
+    fn bodies_go_at_acceptance_and_their_pages_go_back_to_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let mut l = Ledger::open(&path).unwrap();
+        let file = l.insert_file("h", "a.csv", 1, None).unwrap();
+        let big = "x".repeat(2000);
+        let conversions: Vec<NewConversion> = (0..2000)
+            .map(|i| NewConversion {
+                key: key(&format!("B-{i}")),
+                body: format!("OrderId=B-{i}&Pad={big}"),
+                payload_hash: format!("h-{i}"),
+                existing: None,
+            })
+            .collect();
+        let (_, ids) = l
+            .record_plan(
+                &PlanFile::Existing(file),
+                &conversions,
+                &[],
+                &FileCounts::default(),
+            )
+            .unwrap();
+        let due = l.due(&now_text(), &now_text(), 1, &HashSet::new()).unwrap();
+        assert_eq!(due[0].body, format!("OrderId=B-0&Pad={big}"));
+        l.conn()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        let full = std::fs::metadata(&path).unwrap().len();
+        assert!(full > 4_000_000, "{full}");
+        let accepted: Vec<Outcome> = ids
+            .iter()
+            .map(|&id| Outcome::Accepted {
+                id,
+                queued_uri: None,
+                warnings: vec![],
+            })
+            .collect();
+        l.record_outcomes(&accepted).unwrap();
+        let bodies: i64 = l
+            .conn()
+            .query_row("SELECT COUNT(*) FROM bodies", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(bodies, 0);
+        assert!(l.reclaim().unwrap() > 900);
+        l.conn()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < full / 5, "{full} bytes before, {after} after");
+        assert_eq!(l.reclaim().unwrap(), 0, "nothing left to give back");
+    }
+
     #[test]
     fn a_failed_plan_leaves_no_file_behind() {
         let mut l = Ledger::in_memory().unwrap();
@@ -722,15 +811,18 @@ mod tests {
             l.prune(400).unwrap(),
             Pruned::Done {
                 lines: 1,
-                bodies: 1
+                bodies: 0
             },
-            "A's line and A's body; not pending P or its line"
+            "A's line (its body went when it was accepted); not pending P or its line"
         );
         // Every conversion's key and state stay: A, accepted long ago, is still known.
         let left: Vec<(String, String, String)> = {
             let mut st = l
                 .conn()
-                .prepare("SELECT order_id, state, body FROM conversions ORDER BY order_id")
+                .prepare(
+                    "SELECT order_id, state, COALESCE(body, '') FROM conversions
+                     LEFT JOIN bodies ON conversion_id = id ORDER BY order_id",
+                )
                 .unwrap();
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .unwrap()

@@ -317,8 +317,8 @@ impl Ledger {
             .map_err(sql(&path, "prune lines"))?;
         let bodies = tx
             .execute(
-                "UPDATE conversions SET body = '' WHERE state != 'pending' AND updated_at < ?1
-                 AND body != ''",
+                "DELETE FROM bodies WHERE conversion_id IN (SELECT id FROM conversions
+                    WHERE state != 'pending' AND updated_at < ?1)",
                 [&cutoff],
             )
             .map_err(sql(&path, "prune bodies"))?;

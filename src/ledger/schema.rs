@@ -201,6 +201,24 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE files ADD COLUMN plan_complete INTEGER NOT NULL DEFAULT 1;
     "#,
+    // 9: a compact ledger. A body is kept only until impact accepts its conversion (nothing
+    // reads it again: dedup needs the key and payload hash, replay reads the file, follow-up
+    // the QueuedUri), in a table of its own so the space it frees is reused; and lines are no
+    // longer indexed by hash: the new lines of an order changed after it was sent are found
+    // among that conversion's own lines (`lines_by_conversion`); the index of due
+    // conversions holds the pending ones only.
+    r#"
+    CREATE TABLE bodies (
+        conversion_id INTEGER PRIMARY KEY REFERENCES conversions(id),
+        body          TEXT NOT NULL
+    );
+    INSERT INTO bodies (conversion_id, body)
+        SELECT id, body FROM conversions WHERE state != 'accepted' AND body != '';
+    ALTER TABLE conversions DROP COLUMN body;
+    DROP INDEX IF EXISTS lines_by_hash;
+    DROP INDEX IF EXISTS conversions_due;
+    CREATE INDEX conversions_due ON conversions(next_attempt_at, id) WHERE state = 'pending';
+    "#,
 ];
 
 /// Applies the migrations the database lacks.

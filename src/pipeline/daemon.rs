@@ -547,6 +547,10 @@ async fn sender_loop(
         .await;
         if result.is_ok() {
             ledger_retry = Duration::from_secs(1);
+            // Nothing left to send now: the space of the bodies sent goes back to the disk.
+            if let Err(e) = with_ledger(&ledger, |l| l.reclaim()).await {
+                tracing::warn!("{e}");
+            }
         }
         match result {
             Err(e) => {

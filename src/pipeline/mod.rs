@@ -285,17 +285,15 @@ fn plan_part(
     conversions.sort_by_key(|(c, _)| c.lines().first().map(|l| l.line));
     let keys: Vec<_> = conversions.iter().map(|(c, _)| c.key()).collect();
     let known = ledger.known(&keys)?;
-    // Line hashes matter only for orders already accepted (to name the new lines).
-    let hashes: Vec<LineHash> = conversions
+    // Line hashes matter only for orders already accepted (to name the new lines): those
+    // conversions' own lines.
+    let accepted: Vec<i64> = conversions
         .iter()
-        .filter(|(c, _)| {
-            known
-                .get(c.key())
-                .is_some_and(|k| k.state == ConvState::Accepted)
-        })
-        .flat_map(|(c, _)| c.lines().iter().map(|l| l.hash))
+        .filter_map(|(c, _)| known.get(c.key()))
+        .filter(|k| k.state == ConvState::Accepted)
+        .map(|k| k.id)
         .collect();
-    let known_lines: HashSet<LineHash> = ledger.known_lines(&hashes)?;
+    let known_lines: HashSet<LineHash> = ledger.known_lines(&accepted)?;
     let Some(report) = report else {
         return Ok(plan::plan(
             conversions,
@@ -1027,6 +1025,10 @@ pub async fn deliver(
         with_ledger(&ledger, move |l| l.set_last_fatal(fatal.as_deref())).await?;
     }
     let at_impact = with_ledger(&ledger, |l| l.follow_counts(None)).await?;
+    // The space of the bodies sent goes back to the disk.
+    if let Err(e) = with_ledger(&ledger, |l| l.reclaim()).await {
+        tracing::warn!("{e}");
+    }
     Ok(Delivered {
         seen,
         unreadable,
