@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/bench/out/backfill"
 FILE="${1:-$ROOT/bench/out/impact-1m.csv}"
-BIN="$ROOT/target/release/impact-drop"
+BIN="${BIN:-$ROOT/target/release/impact-drop}"  # BIN=other/binary compares builds in one sitting
 
 cd "$ROOT"
 [[ -f "$FILE" ]] || { echo "no $FILE: run bench/check.sh first (it generates it)"; exit 1; }

@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/bench/out/deliver"
 ORDERS="${ORDERS:-10000}"
 RUNS="${RUNS:-3}"
-BIN="$ROOT/target/release/impact-drop"
+BIN="${BIN:-$ROOT/target/release/impact-drop}"  # BIN=other/binary compares builds in one sitting
 
 cd "$ROOT"
 echo "== build (cargo build --release)"
