@@ -23,7 +23,7 @@ OUT="$ROOT/bench/out/metrics"
 LINES="${LINES:-10000000}"
 SCRAPES="${SCRAPES:-200}"
 BACKLOG="${BACKLOG:-3000}"
-BIN="$ROOT/target/release/impact-drop"
+BIN="${BIN:-$ROOT/target/release/impact-drop}"
 
 cd "$ROOT"
 echo "== build (cargo build --release)"
@@ -61,9 +61,9 @@ c.execute("INSERT INTO files (content_hash, path, size, state, first_seen, finis
           "VALUES ('fill', 'fill.csv', 1, 'done', '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z', ?)", (lines,))
 file_id = c.execute("SELECT last_insert_rowid()").fetchone()[0]
 c.execute(f"""WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {convs})
-  INSERT INTO conversions (campaign_id, event_field, event_id, order_id, state, body, payload_hash,
+  INSERT INTO conversions (campaign_id, event_field, event_id, order_id, state, payload_hash,
     file_id, attempts, created_at, updated_at, accepted_at)
-  SELECT '1000', 'ActionTrackerId', '2000', 'FILL-' || i, 'accepted', '', 'h', {file_id}, 1,
+  SELECT '1000', 'ActionTrackerId', '2000', 'FILL-' || i, 'accepted', 'h', {file_id}, 1,
     '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z' FROM s""")
 c.execute(f"""WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {lines})
   INSERT INTO lines (file_id, line, hash, conversion_id, outcome, reason)
