@@ -13,7 +13,7 @@ impl Ledger {
     pub fn file_by_hash(&self, content_hash: &str) -> Result<Option<FileRecord>> {
         self.conn
             .query_row(
-                "SELECT id, content_hash, path, state, first_seen FROM files
+                "SELECT id, content_hash, path, state, first_seen, plan_complete FROM files
                  WHERE content_hash = ?1 AND state != 'duplicate' ORDER BY id LIMIT 1",
                 [content_hash],
                 file_record,
@@ -25,7 +25,7 @@ impl Ledger {
     pub fn file(&self, id: i64) -> Result<Option<FileRecord>> {
         self.conn
             .query_row(
-                "SELECT id, content_hash, path, state, first_seen FROM files WHERE id = ?1",
+                "SELECT id, content_hash, path, state, first_seen, plan_complete FROM files WHERE id = ?1",
                 [id],
                 file_record,
             )
@@ -38,7 +38,7 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, content_hash, path, state, first_seen FROM files
+                "SELECT id, content_hash, path, state, first_seen, plan_complete FROM files
                  WHERE state = 'processing' ORDER BY id",
             )
             .map_err(sql(&self.path, "list open files"))?;
@@ -576,19 +576,6 @@ impl Ledger {
             )
             .map_err(sql(&self.path, "finish a file"))?;
         Ok(())
-    }
-
-    /// Whether the file's whole plan is recorded (false while it is recorded in parts).
-    pub fn plan_complete(&self, file_id: i64) -> Result<bool> {
-        self.conn
-            .query_row(
-                "SELECT plan_complete FROM files WHERE id = ?1",
-                [file_id],
-                |r| r.get::<_, bool>(0),
-            )
-            .optional()
-            .map(|c| c.unwrap_or(true))
-            .map_err(sql(&self.path, "look up a file"))
     }
 
     /// Notes where a duplicate file was moved.

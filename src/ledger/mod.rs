@@ -103,6 +103,8 @@ pub struct FileRecord {
     pub path: String,
     pub state: FileState,
     pub first_seen: String,
+    /// Whether its whole plan is recorded (false while a large file is recorded in parts).
+    pub plan_complete: bool,
 }
 
 /// A pending conversion that is due.
@@ -442,6 +444,7 @@ fn file_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
         path: r.get("path")?,
         state: state(r, "state")?,
         first_seen: r.get("first_seen")?,
+        plan_complete: r.get("plan_complete")?,
     })
 }
 

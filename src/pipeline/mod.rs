@@ -238,7 +238,26 @@ struct Parts<'a> {
     shown: &'a str,
 }
 
-impl Parts<'_> {
+impl<'a> Parts<'a> {
+    fn new(
+        delivery: &'a Delivery,
+        file: PlanFile,
+        mode: Mode,
+        resuming: Option<i64>,
+        shown: &'a str,
+    ) -> Parts<'a> {
+        Parts {
+            delivery,
+            file,
+            mode,
+            resuming,
+            held: Vec::new(),
+            plan: PlanCounts::default(),
+            failed: None,
+            shown,
+        }
+    }
+
     fn push(&mut self, c: crate::validate::Conversion) {
         if self.failed.is_some() {
             return;
@@ -422,10 +441,9 @@ impl Delivery {
             }
             .into());
         }
-        let mut ledger = lock(&self.ledger)?;
-        let p = plan_part(&ledger, &mut conversions, Some(&mut report), mode, None)?;
-        let counts = file_counts(&report);
         let Record::Yes { run_id } = record else {
+            let ledger = lock(&self.ledger)?;
+            let p = plan_part(&ledger, &mut conversions, Some(&mut report), mode, None)?;
             let mut plan = PlanCounts::default();
             plan.add(&p);
             plan.would_send = p.send;
@@ -435,21 +453,33 @@ impl Delivery {
                 plan,
             });
         };
-        let (file_id, _) = ledger.record_plan(&file, &p.send, &p.lines, &counts)?;
-        if let Mode::Replay { resend_accepted } = mode {
-            ledger.record_replay(run_id, file_id, resend_accepted, p.send.len() as u64)?;
+        // The whole file is one part, its last.
+        let mut parts = Parts::new(self, file, mode, None, &shown);
+        parts.held = conversions;
+        self.last_part(parts, report, run_id)
+    }
+
+    /// Records the last part of a file's plan (the rest of its conversions, its invalid,
+    /// filtered and stray rows, its counts) and, for a replay, the replay itself.
+    fn last_part(
+        &self,
+        mut parts: Parts<'_>,
+        mut report: FileReport,
+        run_id: i64,
+    ) -> Result<Intake, DeliverError> {
+        let file_id = parts.record(Some(&mut report))?;
+        if let Mode::Replay { resend_accepted } = parts.mode {
+            lock(&self.ledger)?.record_replay(
+                run_id,
+                file_id,
+                resend_accepted,
+                parts.plan.queued,
+            )?;
         }
-        drop(ledger);
-        if let Some(hook) = &self.on_part {
-            hook(p.send.len() as u64);
-        }
-        warn_changed(&p.changed, &shown);
-        let mut plan = PlanCounts::default();
-        plan.add(&p);
         Ok(Intake::Planned {
             file_id: Some(file_id),
             report: Box::new(report),
-            plan,
+            plan: parts.plan,
         })
     }
 
@@ -468,7 +498,7 @@ impl Delivery {
         let found = lock(&self.ledger)?.file_by_hash(hash)?;
         Ok(match (found, mode) {
             (Some(f), Mode::Normal) if f.state == FileState::Processing && f.path == shown => {
-                if lock(&self.ledger)?.plan_complete(f.id)? {
+                if f.plan_complete {
                     return Ok(Known::Taken(Intake::Resumed { file_id: f.id }));
                 }
                 // Recorded in part when an earlier run stopped: the rest is read now.
@@ -545,36 +575,14 @@ impl Delivery {
             Known::Plan(file, resuming) => (file, resuming),
         };
         fault_hook_after_hash();
-        let mut parts = Parts {
-            delivery: self,
-            file,
-            mode,
-            resuming,
-            held: Vec::new(),
-            plan: PlanCounts::default(),
-            failed: None,
-            shown: &shown,
-        };
+        let mut parts = Parts::new(self, file, mode, resuming, &shown);
         let read = crate::intake::second_pass(&self.stages, path, &first, &mut |c| parts.push(c));
         if let Some(e) = parts.failed.take() {
             return Err(e);
         }
-        let mut report = read?;
+        let report = read?;
         self.say_ignored(&report, &shown);
-        let file_id = parts.record(Some(&mut report))?;
-        if let Mode::Replay { resend_accepted } = mode {
-            lock(&self.ledger)?.record_replay(
-                run_id,
-                file_id,
-                resend_accepted,
-                parts.plan.queued,
-            )?;
-        }
-        Ok(Intake::Planned {
-            file_id: Some(file_id),
-            report: Box::new(report),
-            plan: parts.plan,
-        })
+        self.last_part(parts, report, run_id)
     }
 
     /// Whether `path` sits directly in the drop folder (only those files are moved).
@@ -633,7 +641,7 @@ impl Delivery {
             (Some(now), Some(r)) => *now == r.content_hash,
             _ => false,
         };
-        if same && !lock(&self.ledger)?.plan_complete(file_id)? {
+        if same && record.as_ref().is_some_and(|r| !r.plan_complete) {
             // Recorded in part: the rest is read (and recorded) by the next run first.
             return Ok(None);
         }
