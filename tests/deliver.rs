@@ -905,6 +905,9 @@ fn a_large_file_is_sent_as_it_is_read_and_a_kill_mid_file_resumes_the_rest() {
         .find(|r| r.order_id == "O-20")
         .unwrap();
     assert!(far.body.contains("ItemSku3=SKU-20-2"), "{}", far.body);
+    // And the amount impact computes is the order's: 21.00 + 21.10 + 21.20.
+    let amount: rust_decimal::Decimal = far.sale_amount.as_deref().unwrap().parse().unwrap();
+    assert_eq!(amount, rust_decimal::Decimal::new(6330, 2), "{}", far.body);
     // The file is the account of every row: all sent (the part recorded before the kill
     // too, not "already pending"), archived once.
     let st = status_json(&env);
